@@ -1,0 +1,95 @@
+"""The one background event loop that owns every session's backend.
+
+Why a thread of our own: agent SDK clients must stay in the task that connected them, the sync
+facade must work from plain code *and* from inside a running loop (a Jupyter cell), and the
+kernel's own loop must stay free to process widget clicks while a turn waits for one. So each
+session's backend lives in an owner task on this loop; callers on any other loop or thread talk
+to it through `call` (await from another loop) or `call_sync` (block from plain code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_shutdown_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    """The runtime loop, started on first use."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            ready = threading.Event()
+            new_loop = asyncio.new_event_loop()
+
+            def run() -> None:
+                asyncio.set_event_loop(new_loop)
+                new_loop.call_soon(ready.set)
+                new_loop.run_forever()
+
+            _thread = threading.Thread(target=run, name="agentkernel-runtime", daemon=True)
+            _thread.start()
+            ready.wait()
+            _loop = new_loop
+        return _loop
+
+
+def in_runtime() -> bool:
+    """True when called from the runtime loop's own thread."""
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    return asyncio.run_coroutine_threadsafe(coro, loop())
+
+
+async def call(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` on the runtime loop from any loop; cancelling the caller cancels it too."""
+    if in_runtime():
+        return await coro
+    return await asyncio.wrap_future(submit(coro))
+
+
+def call_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run `coro` on the runtime loop and block this thread for the result."""
+    if in_runtime():
+        coro.close()
+        raise RuntimeError(
+            "a blocking agentkernel call was made from the runtime loop itself; use the async API"
+        )
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"no answer within {timeout} s") from None
+
+
+def on_shutdown(hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Register a coroutine function run on the runtime loop when the interpreter exits."""
+    _shutdown_hooks.append(hook)
+
+
+@atexit.register
+def _shutdown() -> None:
+    """Close what is still open so no agent CLI outlives the interpreter."""
+    if _loop is None or _loop.is_closed() or not _loop.is_running():
+        return
+
+    async def run_hooks() -> None:
+        await asyncio.gather(*(hook() for hook in _shutdown_hooks), return_exceptions=True)
+
+    # Best effort at exit: the SDK's own atexit hook still terminates what is left.
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(run_hooks(), _loop).result(timeout=10)

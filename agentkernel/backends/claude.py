@@ -1,0 +1,500 @@
+"""Claude Code, through the official `claude-agent-sdk` (its wheel bundles the CLI).
+
+One `ClaudeSDKClient` per session, owned by one long-lived task: the SDK's anyio task group must
+be entered and exited by the same task, so connect, every turn and disconnect all run inside
+`_own_client`, which takes work from a queue. `interrupt` and `set_model` are control requests
+and may come from any task on the same loop while a turn streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import claude_agent_sdk as sdk
+
+from ..events import (
+    Decision,
+    Error,
+    FileChange,
+    Other,
+    PermissionRequest,
+    PlanUpdate,
+    Question,
+    SessionStarted,
+    Text,
+    TextDelta,
+    Thinking,
+    ThinkingDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnded,
+    Usage,
+)
+from . import BackendConfig, BackendHost, CloseResult, Prompt
+
+_FILE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
+_STDERR_KEEP = 200
+_API_ERROR_KINDS = {429: "rate_limit", 529: "overloaded", 500: "api_error", 503: "overloaded"}
+_STOP_REASONS = {
+    "error_max_budget_usd": "budget",
+    "error_max_turns": "max_turns",
+    "error_during_execution": "error",
+}
+
+
+class ClaudeBackend:
+    """The default backend: Claude Code over `ClaudeSDKClient`."""
+
+    name: ClassVar[str] = "claude"
+
+    def __init__(self) -> None:
+        self.backend_session_id: str | None = None
+        self._host: BackendHost | None = None
+        self._client: sdk.ClaudeSDKClient | None = None
+        self._owner: asyncio.Task[None] | None = None
+        self._work: asyncio.Queue[tuple[Prompt, asyncio.Future[None]] | None] = asyncio.Queue()
+        self._stderr: list[str] = []
+        self._interrupted = False
+        self._started_emitted = False
+        self._file_snapshots: dict[str, tuple[str, str | None]] = {}
+        self._process: Any = None
+        self._cost_reported = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self, config: BackendConfig, host: BackendHost) -> None:
+        self._host = host
+        options = self._options(config)
+        connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._owner = asyncio.create_task(self._own_client(options, connected))
+        await connected
+
+    async def _own_client(
+        self, options: sdk.ClaudeAgentOptions, connected: asyncio.Future[None]
+    ) -> None:
+        client = sdk.ClaudeSDKClient(options)
+        try:
+            await client.connect()
+        except BaseException as exc:  # handed to the caller of connect()
+            connected.set_exception(self._connect_error(exc, options))
+            return
+        self._client = client
+        self._process = _cli_process(client)
+        connected.set_result(None)
+        try:
+            while (item := await self._work.get()) is not None:
+                prompt, done = item
+                try:
+                    await self._turn(client, prompt)
+                except BaseException as exc:  # reported to the turn's caller
+                    if not done.done():
+                        done.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                else:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._client = None
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+    async def run_turn(self, prompt: Prompt) -> None:
+        if self._owner is None or self._owner.done():
+            raise ConnectionError("the Claude Code CLI is not running: connect first")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._work.put((prompt, done))
+        finished, _ = await asyncio.wait({done, self._owner}, return_when=asyncio.FIRST_COMPLETED)
+        if done not in finished:
+            raise ConnectionError(
+                f"the Claude Code CLI stopped during the turn{self._stderr_tail()}"
+            )
+        done.result()
+
+    async def interrupt(self) -> None:
+        if self._client is not None:
+            self._interrupted = True
+            await self._client.interrupt()
+
+    async def set_model(self, model: str | None) -> None:
+        if self._client is not None:
+            await self._client.set_model(model)
+
+    async def close(self) -> CloseResult:
+        if self._owner is not None and not self._owner.done():
+            await self._work.put(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._owner), timeout=15)
+            except asyncio.TimeoutError:
+                self.kill()
+                self._owner.cancel()
+        exit_code = getattr(self._process, "returncode", None)
+        return CloseResult(exit_code, "".join(self._stderr))
+
+    def kill(self) -> None:
+        pid = getattr(self._process, "pid", None)
+        if pid is not None and getattr(self._process, "returncode", None) is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self._owner is not None and not self._owner.done():
+            self._owner.cancel()
+
+    def pids(self) -> list[int]:
+        pid = getattr(self._process, "pid", None)
+        alive = pid is not None and getattr(self._process, "returncode", None) is None
+        return [pid] if alive else []
+
+    # -- options and errors ----------------------------------------------------------------
+
+    def _options(self, config: BackendConfig) -> sdk.ClaudeAgentOptions:
+        extra = dict(config.options)
+        if "cli_path" in extra:
+            cli_path = Path(str(extra["cli_path"]))
+            if not cli_path.exists():
+                raise FileNotFoundError(
+                    f"Claude Code CLI not found at {cli_path}: pass the path of a `claude` "
+                    "executable as cli_path, or leave it out to use the CLI bundled with "
+                    "claude-agent-sdk"
+                )
+        return sdk.ClaudeAgentOptions(
+            model=config.model,
+            effort=config.reasoning_effort,  # type: ignore[arg-type]
+            cwd=config.cwd,
+            env=dict(config.env),
+            resume=config.resume,
+            fork_session=config.fork,
+            max_budget_usd=config.max_budget_usd,
+            include_partial_messages=True,
+            can_use_tool=self._can_use_tool,
+            stderr=self._on_stderr,
+            **extra,
+        )
+
+    def _on_stderr(self, line: str) -> None:
+        self._stderr.append(line if line.endswith("\n") else line + "\n")
+        del self._stderr[:-_STDERR_KEEP]
+
+    def _stderr_tail(self, lines: int = 15) -> str:
+        tail = "".join(self._stderr[-lines:]).strip()
+        return f"\nCLI stderr:\n{tail}" if tail else ""
+
+    def _connect_error(self, exc: BaseException, options: sdk.ClaudeAgentOptions) -> BaseException:
+        if isinstance(exc, sdk.CLINotFoundError):
+            return FileNotFoundError(
+                f"Claude Code CLI not found ({exc}). Reinstall claude-agent-sdk (its wheel "
+                "bundles the CLI) or pass cli_path= the path of a working `claude` executable."
+            )
+        if isinstance(exc, (sdk.ClaudeSDKError, OSError)):
+            where = f" at {options.cli_path}" if options.cli_path else ""
+            return ConnectionError(
+                f"the Claude Code CLI{where} failed to start: {exc}{self._stderr_tail()}"
+            )
+        return exc
+
+    # -- permissions -------------------------------------------------------------------------
+
+    async def _can_use_tool(
+        self, tool_name: str, tool_input: dict[str, Any], context: sdk.ToolPermissionContext
+    ) -> sdk.PermissionResultAllow | sdk.PermissionResultDeny:
+        assert self._host is not None
+        request_id = uuid.uuid4().hex
+        if tool_name == "AskUserQuestion":
+            questions = [_question(q) for q in tool_input.get("questions", [])]
+            decision = await self._host.decide(
+                Question(
+                    request_id=request_id, questions=questions, tool_use_id=context.tool_use_id
+                )
+            )
+            if not decision.allowed:
+                return sdk.PermissionResultDeny(message=decision.reason)
+            return sdk.PermissionResultAllow(
+                updated_input={**tool_input, "answers": dict(decision.answers or {})}
+            )
+        decision = await self._host.decide(
+            PermissionRequest(
+                request_id=request_id,
+                tool_name=tool_name,
+                input=tool_input,
+                tool_use_id=context.tool_use_id,
+                reason=context.decision_reason,
+            )
+        )
+        return _permission_result(decision)
+
+    # -- one turn ----------------------------------------------------------------------------
+
+    async def _turn(self, client: sdk.ClaudeSDKClient, prompt: Prompt) -> None:
+        assert self._host is not None
+        self._interrupted = False
+        started = time.monotonic()
+        model_calls = 0
+        await client.query(_prompt_messages(prompt) if prompt.images else prompt.text)
+        async for message in client.receive_response():
+            if isinstance(message, sdk.StreamEvent):
+                model_calls += self._stream_event(message.event)
+            elif isinstance(message, sdk.AssistantMessage):
+                self._assistant(message)
+            elif isinstance(message, sdk.UserMessage):
+                self._user(message)
+            elif isinstance(message, sdk.SystemMessage):
+                self._system(message)
+            elif isinstance(message, sdk.ResultMessage):
+                self._result(message, time.monotonic() - started, model_calls)
+                return
+            else:
+                self._host.emit(Other(kind=type(message).__name__, data=_as_data(message)))
+        # The stream ended without a result: the CLI went away mid-turn.
+        self._host.emit(
+            Error(
+                kind="cli_crashed",
+                message=f"the Claude Code CLI ended mid-turn{self._stderr_tail()}",
+            )
+        )
+        self._host.emit(
+            TurnEnded(stop_reason="error", is_error=True, duration_s=time.monotonic() - started)
+        )
+
+    def _stream_event(self, event: dict[str, Any]) -> int:
+        """Emit deltas; return 1 for each new model call (message_start)."""
+        assert self._host is not None
+        kind = event.get("type")
+        if kind == "message_start":
+            return 1
+        if kind == "content_block_delta":
+            delta = event.get("delta", {})
+            if delta.get("type") == "text_delta":
+                self._host.emit(TextDelta(text=delta.get("text", "")))
+            elif delta.get("type") == "thinking_delta":
+                self._host.emit(ThinkingDelta(text=delta.get("thinking", "")))
+        return 0
+
+    def _assistant(self, message: sdk.AssistantMessage) -> None:
+        assert self._host is not None
+        if message.error:
+            self._host.emit(
+                Error(
+                    kind=message.error,
+                    message=_block_text(message.content) or message.error,
+                    retryable=message.error in {"rate_limit", "server_error", "overloaded"},
+                )
+            )
+            return
+        for block in message.content:
+            if isinstance(block, sdk.TextBlock):
+                self._host.emit(Text(text=block.text))
+            elif isinstance(block, sdk.ThinkingBlock):
+                self._host.emit(Thinking(text=block.thinking))
+            elif isinstance(block, (sdk.ToolUseBlock, sdk.ServerToolUseBlock)):
+                self._host.emit(
+                    ToolCall(tool_use_id=block.id, name=block.name, input=dict(block.input))
+                )
+                self._tool_side_events(block.id, block.name, dict(block.input))
+
+    def _tool_side_events(self, tool_use_id: str, name: str, tool_input: dict[str, Any]) -> None:
+        assert self._host is not None
+        if name == "TodoWrite":
+            todos = tool_input.get("todos") or []
+            self._host.emit(
+                PlanUpdate(items=[_todo(item) for item in todos if isinstance(item, dict)])
+            )
+        elif name in _FILE_TOOLS:
+            path = str(tool_input.get("file_path") or tool_input.get("notebook_path") or "")
+            if path:
+                self._file_snapshots[tool_use_id] = (path, _read_text(path))
+
+    def _user(self, message: sdk.UserMessage) -> None:
+        assert self._host is not None
+        if not isinstance(message.content, list):
+            return
+        for block in message.content:
+            if isinstance(block, sdk.ToolResultBlock):
+                is_error = bool(block.is_error)
+                self._host.emit(
+                    ToolResult(
+                        tool_use_id=block.tool_use_id,
+                        output=_result_text(block.content),
+                        is_error=is_error,
+                    )
+                )
+                snapshot = self._file_snapshots.pop(block.tool_use_id, None)
+                if snapshot and not is_error:
+                    self._emit_file_change(block.tool_use_id, *snapshot, message.tool_use_result)
+
+    def _emit_file_change(
+        self, tool_use_id: str, path: str, before: str | None, result: dict[str, Any] | None
+    ) -> None:
+        assert self._host is not None
+        if result and isinstance(result.get("originalFile"), str):
+            before = result["originalFile"]
+        after = _read_text(path)
+        if after is None or after == before:
+            return
+        diff = "".join(
+            difflib.unified_diff(
+                (before or "").splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                fromfile="/dev/null" if before is None else f"a/{path}",
+                tofile=f"b/{path}",
+            )
+        )
+        self._host.emit(FileChange(path=path, diff=diff, tool_use_id=tool_use_id))
+
+    def _system(self, message: sdk.SystemMessage) -> None:
+        assert self._host is not None
+        if message.subtype == "init":
+            self.backend_session_id = message.data.get("session_id") or self.backend_session_id
+            if not self._started_emitted:
+                self._started_emitted = True
+                self._host.emit(
+                    SessionStarted(
+                        backend=self.name,
+                        backend_session_id=self.backend_session_id,
+                        model=message.data.get("model"),
+                        tools=list(message.data.get("tools") or []),
+                        cwd=message.data.get("cwd"),
+                    )
+                )
+            return
+        self._host.emit(Other(kind=f"system:{message.subtype}", data=dict(message.data)))
+
+    def _result(self, message: sdk.ResultMessage, duration_s: float, model_calls: int) -> None:
+        assert self._host is not None
+        self.backend_session_id = message.session_id or self.backend_session_id
+        # The CLI reports the process's cumulative cost; a turn costs the difference.
+        total_cost = message.total_cost_usd or 0.0
+        usage = _usage(message.usage, max(total_cost - self._cost_reported, 0.0))
+        self._cost_reported = max(total_cost, self._cost_reported)
+        if self._interrupted and message.subtype != "success":
+            stop_reason = "interrupted"
+        elif message.is_error and message.api_error_status:
+            stop_reason = "error"
+        else:
+            stop_reason = _STOP_REASONS.get(message.subtype) or message.stop_reason or "end_turn"
+        if message.is_error and stop_reason != "interrupted":
+            self._host.emit(_result_error(message, self._stderr_tail()))
+        self._host.emit(
+            TurnEnded(
+                stop_reason=stop_reason,
+                usage=usage,
+                duration_s=duration_s,
+                model_calls=model_calls,
+                result=message.result or "",
+                is_error=message.is_error and stop_reason != "interrupted",
+            )
+        )
+
+
+# -- translation helpers ----------------------------------------------------------------------
+
+
+def _permission_result(decision: Decision) -> sdk.PermissionResultAllow | sdk.PermissionResultDeny:
+    if decision.allowed:
+        return sdk.PermissionResultAllow(updated_input=decision.updated_input)
+    return sdk.PermissionResultDeny(message=decision.reason or "Denied.")
+
+
+def _question(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "question": raw.get("question", ""),
+        "header": raw.get("header", ""),
+        "options": [
+            {"label": o.get("label", ""), "description": o.get("description", "")}
+            for o in raw.get("options", [])
+            if isinstance(o, dict)
+        ],
+        "multi_select": bool(raw.get("multiSelect", False)),
+    }
+
+
+def _todo(item: dict[str, Any]) -> dict[str, Any]:
+    return {"content": item.get("content", ""), "status": item.get("status", "pending")}
+
+
+def _usage(raw: dict[str, Any] | None, cost: float | None) -> Usage:
+    raw = raw or {}
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0),
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cache_read_tokens=int(raw.get("cache_read_input_tokens") or 0),
+        cache_creation_tokens=int(raw.get("cache_creation_input_tokens") or 0),
+        cost_usd=float(cost or 0.0),
+    )
+
+
+def _result_error(message: sdk.ResultMessage, stderr_tail: str) -> Error:
+    status = message.api_error_status
+    if status:
+        kind = _API_ERROR_KINDS.get(status, "api_error")
+        text = message.result or f"the model API answered HTTP {status}"
+        return Error(
+            kind=kind, message=f"{text} (HTTP {status})", retryable=status in (429, 500, 503, 529)
+        )
+    if message.subtype == "error_max_budget_usd":
+        return Error(kind="budget", message="the session reached its max_budget_usd")
+    details = "; ".join(message.errors or []) or message.result or message.subtype
+    return Error(kind="api_error", message=f"{details}{stderr_tail}")
+
+
+def _prompt_messages(prompt: Prompt) -> AsyncIterator[dict[str, Any]]:
+    content: list[dict[str, Any]] = [
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": i.media_type, "data": i.base64},
+        }
+        for i in prompt.images
+    ]
+    content.append({"type": "text", "text": prompt.text})
+
+    async def one_message() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "type": "user",
+            "message": {"role": "user", "content": content},
+            "parent_tool_use_id": None,
+        }
+
+    return one_message()
+
+
+def _block_text(blocks: list[Any]) -> str:
+    return "".join(b.text for b in blocks if isinstance(b, sdk.TextBlock))
+
+
+def _result_text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(
+        str(part.get("text", "")) if part.get("type") == "text" else f"[{part.get('type')}]"
+        for part in content
+    )
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _as_data(message: object) -> dict[str, Any]:
+    data = getattr(message, "__dict__", None)
+    return {
+        k: v for k, v in (data or {}).items() if isinstance(v, (str, int, float, bool, type(None)))
+    }
+
+
+def _cli_process(client: sdk.ClaudeSDKClient) -> Any:
+    """The CLI's process handle. The SDK does not expose it; we need its pid to guarantee
+    cleanup (kill) and its exit code for `close`."""
+    transport = getattr(client, "_transport", None)
+    return getattr(transport, "_process", None)

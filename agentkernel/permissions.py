@@ -1,0 +1,119 @@
+"""Approval policy: permission modes, "always allow" rules, and the headless default.
+
+The agent never gets a permission the user did not give: the only ways to an "allow" are a
+person's click (or a handler the user installed), a rule the user created with "Always allow",
+or a mode the user chose explicitly (``allow-reads``, ``allow-all``). When nothing can answer a
+request (no front end, no handler), the default is to deny, and the denial says how to change it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from .events import Decision, PermissionRequest
+
+PermissionMode = Literal["ask", "deny", "allow-reads", "allow-all"]
+PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
+
+READ_ONLY_TOOLS = frozenset(
+    {
+        "Read",
+        "Glob",
+        "Grep",
+        "LS",
+        "NotebookRead",
+        "TodoWrite",
+        "WebSearch",
+        "WebFetch",
+        "BashOutput",
+        "ListMcpResourcesTool",
+        "ReadMcpResourceTool",
+    }
+)
+"""Tools that only read. ``allow-reads`` allows these; everything else is asked (or denied)."""
+
+_COMMAND_TOOLS = {"Bash": "command", "exec_command": "cmd", "shell": "command", "bash": "command"}
+"""Shell-like tools: an "always allow" rule remembers the exact command, never the whole tool."""
+
+
+def validate_mode(mode: str | None) -> PermissionMode | None:
+    """Check a mode named by a user; the error lists the valid ones."""
+    if mode is None or mode in PERMISSION_MODES:
+        return mode  # type: ignore[return-value]
+    raise ValueError(
+        f"unknown permission mode {mode!r}; valid modes: {', '.join(PERMISSION_MODES)}"
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An "always allow" remembered for the session: a tool, or one exact shell command."""
+
+    tool_name: str
+    command: str | None = None
+
+    @classmethod
+    def for_request(cls, tool_name: str, tool_input: dict[str, Any]) -> Rule:
+        key = _COMMAND_TOOLS.get(tool_name)
+        command = tool_input.get(key) if key else None
+        return cls(tool_name, str(command) if command is not None else None)
+
+    def matches(self, tool_name: str, tool_input: dict[str, Any]) -> bool:
+        return self == Rule.for_request(tool_name, tool_input)
+
+    def __str__(self) -> str:
+        return f"{self.tool_name}({self.command})" if self.command is not None else self.tool_name
+
+
+class PermissionPolicy:
+    """Decides what it can on its own; returns None when a person (or handler) must decide."""
+
+    def __init__(self, mode: PermissionMode | None = None) -> None:
+        self.mode = validate_mode(mode)
+        self._rules: list[Rule] = []
+        self._lock = threading.Lock()
+
+    @property
+    def rules(self) -> list[Rule]:
+        with self._lock:
+            return list(self._rules)
+
+    def remember(self, request: PermissionRequest) -> Rule:
+        rule = Rule.for_request(request.tool_name, request.input)
+        with self._lock:
+            if rule not in self._rules:
+                self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def decide(
+        self,
+        request: PermissionRequest,
+        *,
+        can_ask: bool,
+        mode: PermissionMode | None = None,
+    ) -> Decision | None:
+        """The decision the policy makes alone, or None to ask (only when `can_ask`)."""
+        effective = mode or self.mode or ("ask" if can_ask else "deny")
+        if any(rule.matches(request.tool_name, request.input) for rule in self.rules):
+            return Decision("allow", by="rule")
+        if effective == "allow-all":
+            return Decision("allow", by="policy")
+        if effective == "allow-reads" and request.tool_name in READ_ONLY_TOOLS:
+            return Decision("allow", by="policy")
+        if effective == "deny" or not can_ask:
+            return Decision(
+                "deny",
+                reason=(
+                    f"{request.tool_name} was denied by the permission mode "
+                    f"{effective!r}: nothing could ask a person. Use the permission mode "
+                    "'allow-reads' or 'allow-all', or run interactively to approve it."
+                ),
+                by="policy",
+            )
+        return None

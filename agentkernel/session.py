@@ -1,0 +1,923 @@
+"""`Session`: one persistent, multi-turn conversation with an agent.
+
+The async API is the core; `Session.sync` is a thin blocking facade. Both talk to a `_Core` that
+lives on agentkernel's runtime loop (see `_runtime`) and owns the backend. The core holds no
+reference back to the `Session`, so dropping the last reference to a session finalizes it and
+ends its agent process.
+
+Data flows one way: backend -> `_Core.emit` (stamps session id, turn, sequence) -> turn record,
+store, subscribers, and the stream of the caller that started the turn. Decisions flow back
+through the `PermissionRequest` / `Question` events themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import inspect
+import logging
+import queue
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import _runtime
+from .backends import Backend, BackendConfig, CloseResult, Image, Prompt, load_backend
+from .errors import BudgetExceededError, SessionClosedError, TurnFailedError
+from .events import (
+    Decision,
+    Error,
+    Event,
+    PermissionDecided,
+    PermissionRequest,
+    Question,
+    SessionStarted,
+    Text,
+    TurnEnded,
+    TurnStarted,
+    Usage,
+)
+from .permissions import PermissionMode, PermissionPolicy, validate_mode
+
+log = logging.getLogger("agentkernel")
+
+PermissionHandler = Callable[
+    [PermissionRequest | Question], Decision | Awaitable[Decision | None] | None
+]
+"""Called for each request the policy cannot settle. Return a `Decision`, or resolve the
+request yourself (``request.allow()``) now or later and return None."""
+
+EventHandler = Callable[[Event], Any]
+TurnStatus = Literal["running", "completed", "interrupted", "error", "refused"]
+
+_INTERRUPT_GRACE_S = 5.0
+"""How long an interrupted turn may take to end before the agent process is killed."""
+_WAKE_INTERVAL_S = 0.2
+"""Stream consumers wake at least this often, so a kernel interrupt (a cancel scheduled without
+waking the loop) is heard promptly even while nothing streams."""
+
+
+@dataclass
+class TurnRecord:
+    """One turn: its prompt, every event, and how it ended."""
+
+    number: int
+    prompt: str
+    status: TurnStatus = "running"
+    events: list[Event] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    started_at: float = field(default_factory=time.time)
+    duration_s: float = 0.0
+    model_calls: int = 0
+    stop_reason: str = ""
+    error: str | None = None
+    backend_session_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The turn's text blocks, joined: what the agent said."""
+        return "\n\n".join(e.text for e in self.events if isinstance(e, Text))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Totals over the session's turns."""
+
+    turns: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    cost_usd: float
+    wall_time_s: float
+    model_calls: int
+
+
+@dataclass
+class _Subscription:
+    kind: str
+    handler: EventHandler
+    loop: asyncio.AbstractEventLoop | None
+
+
+@dataclass
+class _TurnState:
+    record: TurnRecord
+    sink: Callable[[Event], None] | None
+    can_ask: bool
+    mode: PermissionMode | None
+    handler: PermissionHandler | None
+    ended: bool = False
+
+
+class _Core:
+    """The session's state on the runtime loop. Only runtime-loop code mutates it."""
+
+    def __init__(
+        self,
+        session_id: str,
+        backend_cls: type[Backend],
+        config: BackendConfig,
+        policy: PermissionPolicy,
+        permission_handler: PermissionHandler | None,
+        max_tokens: int | None,
+    ) -> None:
+        self.session_id = session_id
+        self.backend_cls = backend_cls
+        self.backend: Backend | None = None
+        self.config = config
+        self.policy = policy
+        self.permission_handler = permission_handler
+        self.max_tokens = max_tokens
+        self.backend_session_id: str | None = config.resume
+        self.state: Literal["new", "connected", "disconnected", "closed"] = "new"
+        self.history: list[TurnRecord] = []
+        self.subscriptions: list[_Subscription] = []
+        self.current: _TurnState | None = None
+        self.seq = 0
+        self.turns_started = 0
+        self.pending: set[concurrent.futures.Future[Decision]] = set()
+        self.close_result: CloseResult | None = None
+        self.idle = threading.Event()
+        self.idle.set()
+        self._turn_lock: asyncio.Lock | None = None
+
+    # -- the BackendHost side --------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.seq += 1
+        turn = self.current.record.number if self.current else 0
+        event = dataclasses.replace(event, session_id=self.session_id, turn=turn, seq=self.seq)
+        if isinstance(event, SessionStarted) and event.backend_session_id:
+            self.backend_session_id = event.backend_session_id
+        current = self.current
+        if current is not None:
+            current.record.events.append(event)
+            if isinstance(event, TurnEnded):
+                current.ended = True
+            if current.sink is not None:
+                current.sink(event)
+        for sub in list(self.subscriptions):
+            if sub.kind in ("*", event.type):
+                _dispatch(sub, event)
+
+    async def decide(self, request: PermissionRequest | Question) -> Decision:
+        current = self.current
+        can_ask = current is not None and (
+            current.can_ask or (current.handler or self.permission_handler) is not None
+        )
+        mode = current.mode if current else None
+        decision: Decision | None = None
+        if isinstance(request, PermissionRequest):
+            decision = self.policy.decide(request, can_ask=can_ask, mode=mode)
+        elif not can_ask or (mode or self.policy.mode) == "deny":
+            decision = Decision(
+                "deny",
+                reason="Nothing can answer questions in this session (no front end or handler); "
+                "continue with your best judgement and say what you assumed.",
+                by="policy",
+            )
+        if decision is None:
+            decision = await self._ask(request, current.handler if current else None)
+        if isinstance(request, PermissionRequest) and decision.allowed and decision.always:
+            self.policy.remember(request)
+        self.emit(
+            PermissionDecided(
+                request_id=request.request_id,
+                tool_name=request.tool_name
+                if isinstance(request, PermissionRequest)
+                else "question",
+                behavior=decision.behavior,
+                always=decision.always,
+                reason=decision.reason,
+                by=decision.by,
+            )
+        )
+        return decision
+
+    async def _ask(
+        self, request: PermissionRequest | Question, turn_handler: PermissionHandler | None
+    ) -> Decision:
+        future: concurrent.futures.Future[Decision] = concurrent.futures.Future()
+        request = dataclasses.replace(request, _decision=future)
+        self.pending.add(future)
+        try:
+            self.emit(request)
+            # emit() stamped a copy; the handler must see the same live object the stream got.
+            live = self.current.record.events[-1] if self.current else request
+            handler = turn_handler or self.permission_handler
+            if handler is not None:
+                outcome = handler(live)  # type: ignore[arg-type]
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+                if isinstance(outcome, Decision):
+                    live.resolve(outcome)  # type: ignore[union-attr]
+            return await asyncio.wrap_future(future)
+        finally:
+            self.pending.discard(future)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def turn_lock(self) -> asyncio.Lock:
+        if self._turn_lock is None:
+            self._turn_lock = asyncio.Lock()
+        return self._turn_lock
+
+    async def connect(self) -> None:
+        if self.state == "closed":
+            raise SessionClosedError(
+                f"session {self.session_id} is closed; start a new Session, or "
+                f"Session.resume({self.backend_session_id!r}) to continue its conversation"
+            )
+        if self.state == "connected" and self._backend_alive():
+            return
+        config = dataclasses.replace(self.config, resume=self.backend_session_id)
+        self.backend = self.backend_cls()
+        try:
+            await self.backend.connect(config, self)
+        except BaseException:
+            self.backend = None
+            raise
+        self.state = "connected"
+        # Forking happens once: reconnects continue the forked conversation itself.
+        self.config = dataclasses.replace(self.config, fork=False)
+
+    def _backend_alive(self) -> bool:
+        return self.backend is not None and (
+            not self.backend.pids() or all(_pid_alive(p) for p in self.backend.pids())
+        )
+
+    async def disconnect(self, final: bool = False) -> CloseResult:
+        if self.current is not None:
+            await self.interrupt()
+        backend, self.backend = self.backend, None
+        result = await backend.close() if backend is not None else CloseResult(None)
+        self.state = "closed" if final else "disconnected"
+        self.close_result = result
+        return result
+
+    def kill(self) -> None:
+        if self.backend is not None:
+            self.backend.kill()
+        self._deny_pending("The session was killed.")
+        self.state = "closed"
+
+    # -- turns -------------------------------------------------------------------------------
+
+    async def run_turn(self, prompt: Prompt, turn: _TurnState) -> TurnRecord:
+        async with self.turn_lock:
+            self.idle.clear()
+            try:
+                return await self._run_turn_locked(prompt, turn)
+            finally:
+                self.current = None
+                self.idle.set()
+
+    async def _run_turn_locked(self, prompt: Prompt, turn: _TurnState) -> TurnRecord:
+        if self.state in ("disconnected", "closed"):
+            raise SessionClosedError(
+                f"session {self.session_id} is {self.state}: "
+                + (
+                    "call `await session.connect()` to reconnect (the conversation continues)"
+                    if self.state == "disconnected"
+                    else "start a new Session, or resume its conversation with "
+                    f"Session.resume({self.backend_session_id!r})"
+                )
+            )
+        record = turn.record
+        self.turns_started += 1
+        record.number = self.turns_started
+        self.history.append(record)
+        self.current = turn
+        refusal = self._budget_refusal()
+        if refusal:
+            record.status, record.error = "refused", refusal
+            self.emit(Error(kind="budget", message=refusal))
+            self.emit(TurnEnded(stop_reason="budget", is_error=True))
+            raise BudgetExceededError(refusal)
+        self.emit(TurnStarted(prompt=prompt.text))
+        started = time.monotonic()
+        try:
+            if self.state == "new" or not self._backend_alive():
+                await self.connect()
+            assert self.backend is not None
+            await self.backend.run_turn(prompt)
+        except Exception as exc:  # becomes the turn's Error event
+            if not turn.ended:
+                self.emit(Error(kind=_error_kind(exc), message=str(exc)))
+                self.emit(
+                    TurnEnded(
+                        stop_reason="error", is_error=True, duration_s=time.monotonic() - started
+                    )
+                )
+        finally:
+            if not turn.ended:
+                self.emit(
+                    TurnEnded(stop_reason="interrupted", duration_s=time.monotonic() - started)
+                )
+        self._finish_record(record)
+        return record
+
+    def _finish_record(self, record: TurnRecord) -> None:
+        ended = next(e for e in reversed(record.events) if isinstance(e, TurnEnded))
+        errors = [e for e in record.events if isinstance(e, Error)]
+        record.usage = ended.usage
+        record.duration_s = ended.duration_s
+        record.model_calls = ended.model_calls
+        record.stop_reason = ended.stop_reason
+        record.backend_session_id = self.backend_session_id
+        if ended.stop_reason == "interrupted":
+            record.status = "interrupted"
+        elif ended.is_error or errors:
+            record.status = "error"
+            record.error = "; ".join(f"{e.kind}: {e.message}" for e in errors) or ended.result
+        else:
+            record.status = "completed"
+
+    def _budget_refusal(self) -> str | None:
+        spent = self.totals()
+        budget_usd = self.config.max_budget_usd
+        if budget_usd is not None and spent.cost_usd >= budget_usd:
+            return (
+                f"budget reached: this session has spent ${spent.cost_usd:.4f} of its "
+                f"max_budget_usd=${budget_usd:.4f}, so the turn was not sent. Raise the budget "
+                "(session.max_budget_usd = ...) or start a new session."
+            )
+        if self.max_tokens is not None and spent.total_tokens >= self.max_tokens:
+            return (
+                f"budget reached: this session has used {spent.total_tokens} tokens of its "
+                f"max_tokens={self.max_tokens}, so the turn was not sent. Raise the budget "
+                "(session.max_tokens = ...) or start a new session."
+            )
+        return None
+
+    def totals(self) -> Usage:
+        total = Usage()
+        for record in self.history:
+            total = total + record.usage
+        return total
+
+    async def interrupt(self) -> None:
+        if self.current is None:
+            return
+        self._deny_pending("Interrupted by the user.")
+        backend = self.backend
+        if backend is None:
+            return
+        try:
+            await asyncio.wait_for(backend.interrupt(), _INTERRUPT_GRACE_S)
+            await asyncio.wait_for(self._turn_over(), _INTERRUPT_GRACE_S)
+        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+            log.warning("agent did not stop after an interrupt (%s); killing its process", exc)
+            backend.kill()
+
+    async def _turn_over(self) -> None:
+        while self.current is not None and not self.current.ended:
+            await asyncio.sleep(0.01)
+
+    def _deny_pending(self, reason: str) -> None:
+        for future in list(self.pending):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_result(Decision("deny", reason=reason, by="user"))
+
+
+def _dispatch(sub: _Subscription, event: Event) -> None:
+    def invoke() -> None:
+        try:
+            outcome = sub.handler(event)
+            if inspect.iscoroutine(outcome):
+                _spawn(outcome)
+        except Exception:  # a broken handler must not break the turn
+            log.exception("event handler %r failed on %s", sub.handler, event.type)
+
+    if sub.loop is None or sub.loop is _runtime.loop():
+        invoke()
+    elif not sub.loop.is_closed():
+        sub.loop.call_soon_threadsafe(invoke)
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "cli_missing"
+    if isinstance(exc, ConnectionError):
+        return "cli_crashed"
+    return "internal"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _finalize(core: _Core) -> None:
+    """Runs when a Session is garbage-collected: its agent process must not outlive it."""
+    if core.state in ("connected", "new") and core.backend is not None:
+        with contextlib.suppress(RuntimeError):
+            _runtime.loop().call_soon_threadsafe(_close_soon, core)
+
+
+def _close_soon(core: _Core) -> None:
+    _spawn(core.disconnect(final=True))
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coro: Awaitable[Any]) -> None:
+    """Run `coro` in the background on the current loop, keeping it referenced until done."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+_live_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+
+
+async def _close_all() -> None:
+    await asyncio.gather(
+        *(core.disconnect(final=True) for core in list(_live_cores) if core.state != "closed"),
+        return_exceptions=True,
+    )
+
+
+_runtime.on_shutdown(_close_all)
+
+
+class Session:
+    """A persistent, multi-turn conversation with a coding agent.
+
+    ``await session.send("...")`` runs a turn and returns its `TurnRecord`;
+    ``async for event in session.stream("...")`` yields its events as they arrive. The first turn
+    connects (or call `connect`). Blocking versions of everything: ``session.sync``.
+
+    Permissions: ``permission_mode`` is ``ask`` (a person or handler decides), ``deny``,
+    ``allow-reads`` or ``allow-all``. Left unset, a turn asks when something can answer (a
+    stream consumer, or a ``permission_handler``) and denies otherwise.
+    """
+
+    def __init__(
+        self,
+        backend: str = "claude",
+        *,
+        model: str | None = None,
+        reasoning_effort: str | None = None,
+        permission_mode: PermissionMode | None = None,
+        permission_handler: PermissionHandler | None = None,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        title: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_budget_usd: float | None = None,
+        max_tokens: int | None = None,
+        resume: str | None = None,
+        fork: bool = False,
+        parent_id: str | None = None,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
+        for label, value in (("max_budget_usd", max_budget_usd), ("max_tokens", max_tokens)):
+            if value is not None and value < 0:
+                raise ValueError(f"{label} must be a positive number or None, not {value!r}")
+        if cwd is not None and not Path(cwd).is_dir():
+            raise NotADirectoryError(f"cwd {str(cwd)!r} is not an existing directory")
+        self.id = uuid.uuid4().hex
+        self.backend_name = backend
+        self.title = title
+        self.name = name or self.id[:8]
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.parent_id = parent_id
+        config = BackendConfig(
+            model=model,
+            reasoning_effort=reasoning_effort,
+            cwd=str(cwd) if cwd is not None else None,
+            env=dict(env or {}),
+            resume=resume,
+            fork=fork,
+            max_budget_usd=max_budget_usd,
+            options=dict(backend_options or {}),
+        )
+        self._core = _Core(
+            self.id,
+            load_backend(backend),
+            config,
+            PermissionPolicy(validate_mode(permission_mode)),
+            permission_handler,
+            max_tokens,
+        )
+        _live_cores.add(self._core)
+        self._finalizer = weakref.finalize(self, _finalize, self._core)
+        self.sync = SyncSession(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.name!r} backend={self.backend_name} id={self.id[:8]} "
+            f"state={self._core.state} turns={len(self._core.history)}>"
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def backend_session_id(self) -> str | None:
+        """The backend's own session/thread id (what `resume` takes); kept when a turn fails."""
+        return self._core.backend_session_id
+
+    @property
+    def model(self) -> str | None:
+        return self._core.config.model
+
+    @property
+    def reasoning_effort(self) -> str | None:
+        return self._core.config.reasoning_effort
+
+    @property
+    def cwd(self) -> str | None:
+        return self._core.config.cwd
+
+    @property
+    def permission_mode(self) -> PermissionMode | None:
+        return self._core.policy.mode
+
+    @permission_mode.setter
+    def permission_mode(self, mode: PermissionMode | None) -> None:
+        self._core.policy.mode = validate_mode(mode)
+
+    @property
+    def permissions(self) -> PermissionPolicy:
+        """The policy, with the "always allow" rules given so far (``.rules``, ``.clear()``)."""
+        return self._core.policy
+
+    @property
+    def permission_handler(self) -> PermissionHandler | None:
+        return self._core.permission_handler
+
+    @permission_handler.setter
+    def permission_handler(self, handler: PermissionHandler | None) -> None:
+        self._core.permission_handler = handler
+
+    @property
+    def max_budget_usd(self) -> float | None:
+        return self._core.config.max_budget_usd
+
+    @max_budget_usd.setter
+    def max_budget_usd(self, value: float | None) -> None:
+        self._core.config = dataclasses.replace(self._core.config, max_budget_usd=value)
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self._core.max_tokens
+
+    @max_tokens.setter
+    def max_tokens(self, value: int | None) -> None:
+        self._core.max_tokens = value
+
+    @property
+    def is_connected(self) -> bool:
+        return self._core.state == "connected"
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the session is closed or killed: it takes no more turns."""
+        return self._core.state == "closed"
+
+    @property
+    def is_idle(self) -> bool:
+        return self._core.idle.is_set()
+
+    @property
+    def history(self) -> list[TurnRecord]:
+        return list(self._core.history)
+
+    @property
+    def stats(self) -> Stats:
+        history = self._core.history
+        usage = self._core.totals()
+        return Stats(
+            turns=sum(1 for r in history if r.status != "refused"),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cost_usd=usage.cost_usd,
+            wall_time_s=sum(r.duration_s for r in history),
+            model_calls=sum(r.model_calls for r in history),
+        )
+
+    def pids(self) -> list[int]:
+        """The agent processes this session holds right now."""
+        backend = self._core.backend
+        return backend.pids() if backend is not None else []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Start the agent. Also reconnects a disconnected session (its conversation goes on)."""
+        if self._core.state == "disconnected":
+            self._core.state = "new"
+        await _runtime.call(self._core.connect())
+
+    async def disconnect(self) -> CloseResult:
+        """Stop the agent process; `connect` can start it again on the same conversation."""
+        return await _runtime.call(self._core.disconnect())
+
+    async def close(self) -> CloseResult:
+        """End the session for good: the agent's exit code and captured stderr."""
+        result = await _runtime.call(self._core.disconnect(final=True))
+        self._finalizer.detach()
+        return result
+
+    def kill(self) -> None:
+        """End the agent process now, without waiting."""
+        _runtime.loop().call_soon_threadsafe(self._core.kill)
+        self._finalizer.detach()
+
+    async def __aenter__(self) -> Session:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- turns -------------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        images: Sequence[str | Path | bytes | Image] = (),
+        permission_mode: PermissionMode | None = None,
+        permission_handler: PermissionHandler | None = None,
+        can_ask: bool = True,
+    ) -> AsyncIterator[Event]:
+        """Run one turn and yield its events as they arrive, ending with `TurnEnded`.
+
+        While you iterate, you can answer `PermissionRequest` and `Question` events
+        (``event.allow()``...). Pass ``can_ask=False`` when nothing will answer them: the
+        permission mode then decides (and defaults to deny). Leaving the loop early (break,
+        cancellation, a kernel interrupt) interrupts the turn.
+        """
+        caller = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        turn = self._new_turn(
+            prompt,
+            images,
+            lambda e: caller.call_soon_threadsafe(events.put_nowait, e),
+            can_ask,
+            permission_mode,
+            permission_handler,
+        )
+        running = _runtime.submit(self._core.run_turn(turn[0], turn[1]))
+        finished = False
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), _WAKE_INTERVAL_S)
+                except asyncio.TimeoutError:
+                    if running.done() and events.empty():
+                        running.result()  # raises what the turn raised (e.g. a refusal)
+                        return
+                    continue
+                yield event
+                if isinstance(event, TurnEnded):
+                    finished = True
+                    break
+            await asyncio.wrap_future(running)
+        finally:
+            if not finished and not running.done():
+                _runtime.submit(self._core.interrupt())
+
+    async def send(
+        self,
+        prompt: str,
+        *,
+        images: Sequence[str | Path | bytes | Image] = (),
+        timeout: float | None = None,
+        permission_mode: PermissionMode | None = None,
+        permission_handler: PermissionHandler | None = None,
+        raise_on_error: bool = True,
+    ) -> TurnRecord:
+        """Run one turn and return its record (``record.text`` is the reply).
+
+        Nothing watches the events here, so requests are settled by the permission mode or
+        the permission handler. On `timeout` the turn is interrupted and TimeoutError raised.
+        A turn that fails raises `TurnFailedError` (its ``.record`` holds the events) unless
+        ``raise_on_error=False``; an interrupted turn is returned, not raised.
+        """
+        prompt_obj, turn = self._new_turn(
+            prompt, images, None, False, permission_mode, permission_handler
+        )
+        running = _runtime.submit(self._core.run_turn(prompt_obj, turn))
+        try:
+            record = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), timeout)
+        except asyncio.TimeoutError:
+            await self.interrupt()
+            raise TimeoutError(
+                f"the turn took longer than {timeout} s and was interrupted"
+            ) from None
+        except asyncio.CancelledError:
+            _runtime.submit(self._core.interrupt())
+            raise
+        if raise_on_error and record.status == "error":
+            raise TurnFailedError(record.error or "the turn failed", record)
+        return record
+
+    async def send_and_collect(
+        self, prompt: str, *, timeout: float | None = None, **options: Any
+    ) -> list[Event]:
+        """Run one turn and return all its events."""
+        return list((await self.send(prompt, timeout=timeout, **options)).events)
+
+    async def interrupt(self) -> None:
+        """Stop the running turn (it ends with stop_reason "interrupted"); no-op when idle."""
+        await _runtime.call(self._core.interrupt())
+
+    async def wait_for_idle(self, timeout: float | None = None) -> None:
+        """Wait until no turn is running; TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._core.idle.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"session still busy after {timeout} s")
+            await asyncio.sleep(0.02)
+
+    async def set_model(self, model: str | None) -> None:
+        """Switch model for the next turns."""
+        core = self._core
+        core.config = dataclasses.replace(core.config, model=model)
+
+        async def apply() -> None:
+            if core.backend is not None and core.state == "connected":
+                await core.backend.set_model(model)
+
+        await _runtime.call(apply())
+
+    def _new_turn(
+        self,
+        prompt: str,
+        images: Sequence[str | Path | bytes | Image],
+        sink: Callable[[Event], None] | None,
+        can_ask: bool,
+        mode: PermissionMode | None,
+        handler: PermissionHandler | None,
+    ) -> tuple[Prompt, _TurnState]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty: write what you want the agent to do")
+        prompt_obj = Prompt(prompt, tuple(Image.load(i) for i in images))
+        state = _TurnState(TurnRecord(0, prompt), sink, can_ask, validate_mode(mode), handler)
+        return prompt_obj, state
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on(self, kind: str | type[Event], handler: EventHandler) -> EventHandler:
+        """Call `handler` for every event of `kind` (an event class, its type name, or "*").
+
+        Handlers run on the loop that registered them (or the session's own thread when none
+        was running); async handlers are scheduled there.
+        """
+        name = kind if isinstance(kind, str) else kind.type
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._core.subscriptions.append(_Subscription(name, handler, loop))
+        return handler
+
+    def off(self, kind: str | type[Event], handler: EventHandler | None = None) -> None:
+        """Remove handlers of `kind` (all of them when `handler` is None)."""
+        name = kind if isinstance(kind, str) else kind.type
+        self._core.subscriptions[:] = [
+            s
+            for s in self._core.subscriptions
+            if not (s.kind == name and (handler is None or s.handler == handler))
+        ]
+
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Call `handler` for every event; returns a function that unsubscribes it."""
+        self.on("*", handler)
+        return lambda: self.off("*", handler)
+
+    # -- conversations -----------------------------------------------------------------------
+
+    @classmethod
+    def resume(cls, backend_session_id: str, backend: str = "claude", **options: Any) -> Session:
+        """A new Session (new agent process) continuing a conversation by its backend id."""
+        if not backend_session_id:
+            raise ValueError("resume needs the backend session id (session.backend_session_id)")
+        return cls(backend, resume=backend_session_id, **options)
+
+    def fork(self, **overrides: Any) -> Session:
+        """A new Session with this conversation's history and a new id; this one is unchanged."""
+        if not self.backend_session_id:
+            raise ValueError("nothing to fork yet: the session has no conversation (run a turn)")
+        config = self._core.config
+        options: dict[str, Any] = {
+            "model": config.model,
+            "reasoning_effort": config.reasoning_effort,
+            "permission_mode": self.permission_mode,
+            "permission_handler": self.permission_handler,
+            "cwd": config.cwd,
+            "env": dict(config.env),
+            "title": f"{self.title or self.name} (fork)",
+            "metadata": dict(self.metadata),
+            "max_budget_usd": config.max_budget_usd,
+            "max_tokens": self.max_tokens,
+            "backend_options": dict(config.options),
+        }
+        options.update(overrides)
+        return Session(
+            self.backend_name,
+            resume=self.backend_session_id,
+            fork=True,
+            parent_id=self.id,
+            **options,
+        )
+
+    async def clear(self) -> None:
+        """Start a fresh conversation in this session (history cleared, totals kept in stats)."""
+
+        async def reset() -> None:
+            core = self._core
+            async with core.turn_lock:
+                await core.disconnect()
+                core.backend_session_id = None
+                core.history.clear()
+                core.state = "new"
+
+        await _runtime.call(reset())
+
+
+class SyncSession:
+    """Blocking facade over a `Session`, for plain scripts. Safe inside a running loop too,
+    since the agent runs on agentkernel's own thread (but a blocked kernel thread cannot
+    receive widget clicks: in notebooks prefer ``await`` or ``%%agent``)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def connect(self) -> None:
+        _run(self._session.connect())
+
+    def disconnect(self) -> CloseResult:
+        return _run(self._session.disconnect())
+
+    def close(self) -> CloseResult:
+        return _run(self._session.close())
+
+    def send(self, prompt: str, **options: Any) -> TurnRecord:
+        return _run(self._session.send(prompt, **options))
+
+    def send_and_collect(self, prompt: str, **options: Any) -> list[Event]:
+        return _run(self._session.send_and_collect(prompt, **options))
+
+    def interrupt(self) -> None:
+        _run(self._session.interrupt())
+
+    def wait_for_idle(self, timeout: float | None = None) -> None:
+        _run(self._session.wait_for_idle(timeout))
+
+    def set_model(self, model: str | None) -> None:
+        _run(self._session.set_model(model))
+
+    def clear(self) -> None:
+        _run(self._session.clear())
+
+    def stream(self, prompt: str, **options: Any) -> Iterator[Event]:
+        """Yield the turn's events as they arrive (closing the iterator interrupts the turn)."""
+        events: queue.Queue[Event | BaseException | None] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in self._session.stream(prompt, **options):
+                    events.put(event)
+            except BaseException as exc:  # handed to the iterating thread
+                events.put(exc)
+            else:
+                events.put(None)
+
+        future = _runtime.submit(pump())
+        try:
+            while (item := events.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            future.cancel()
+
+
+def _run(coro: Awaitable[Any]) -> Any:
+    """Run a Session coroutine to completion from synchronous code, on the runtime loop."""
+
+    async def wrapper() -> Any:
+        return await coro
+
+    return _runtime.call_sync(wrapper())
