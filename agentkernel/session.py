@@ -328,7 +328,13 @@ class _Core:
 
     def _finish_record(self, record: TurnRecord) -> None:
         ended = next(e for e in reversed(record.events) if isinstance(e, TurnEnded))
-        errors = [e for e in record.events if isinstance(e, Error)]
+        # A retry notice followed by success does not make the turn an error; nor does
+        # reaching the budget the user set: that is a stop, not a failure.
+        errors = [
+            e
+            for e in record.events
+            if isinstance(e, Error) and e.kind not in ("retrying", "budget")
+        ]
         record.usage = ended.usage
         record.duration_s = ended.duration_s
         record.model_calls = ended.model_calls

@@ -64,6 +64,7 @@ class ClaudeBackend:
         self._work: asyncio.Queue[tuple[Prompt, asyncio.Future[None]] | None] = asyncio.Queue()
         self._stderr: list[str] = []
         self._interrupted = False
+        self._turn_had_error = False
         self._started_emitted = False
         self._file_snapshots: dict[str, tuple[str, str | None]] = {}
         self._process: Any = None
@@ -235,6 +236,7 @@ class ClaudeBackend:
     async def _turn(self, client: sdk.ClaudeSDKClient, prompt: Prompt) -> None:
         assert self._host is not None
         self._interrupted = False
+        self._turn_had_error = False
         started = time.monotonic()
         model_calls = 0
         await client.query(_prompt_messages(prompt) if prompt.images else prompt.text)
@@ -280,6 +282,7 @@ class ClaudeBackend:
     def _assistant(self, message: sdk.AssistantMessage) -> None:
         assert self._host is not None
         if message.error:
+            self._turn_had_error = True
             self._host.emit(
                 Error(
                     kind=message.error,
@@ -364,6 +367,9 @@ class ClaudeBackend:
                     )
                 )
             return
+        if message.subtype == "api_retry":
+            self._host.emit(_retry_notice(message.data))
+            return
         self._host.emit(Other(kind=f"system:{message.subtype}", data=dict(message.data)))
 
     def _result(self, message: sdk.ResultMessage, duration_s: float, model_calls: int) -> None:
@@ -375,11 +381,13 @@ class ClaudeBackend:
         self._cost_reported = max(total_cost, self._cost_reported)
         if self._interrupted and message.subtype != "success":
             stop_reason = "interrupted"
-        elif message.is_error and message.api_error_status:
+        elif message.subtype in _STOP_REASONS:
+            stop_reason = _STOP_REASONS[message.subtype]
+        elif message.is_error:
             stop_reason = "error"
         else:
-            stop_reason = _STOP_REASONS.get(message.subtype) or message.stop_reason or "end_turn"
-        if message.is_error and stop_reason != "interrupted":
+            stop_reason = message.stop_reason or "end_turn"
+        if message.is_error and stop_reason != "interrupted" and not self._turn_had_error:
             self._host.emit(_result_error(message, self._stderr_tail()))
         self._host.emit(
             TurnEnded(
@@ -388,7 +396,7 @@ class ClaudeBackend:
                 duration_s=duration_s,
                 model_calls=model_calls,
                 result=message.result or "",
-                is_error=message.is_error and stop_reason != "interrupted",
+                is_error=message.is_error and stop_reason not in ("interrupted", "budget"),
             )
         )
 
@@ -430,6 +438,23 @@ def _usage(raw: dict[str, Any] | None, cost: float | None) -> Usage:
     )
 
 
+def _retry_notice(data: dict[str, Any]) -> Error:
+    status = data.get("error_status")
+    error = data.get("error")
+    cause = f"HTTP {status}" if status else (error if error not in (None, "unknown") else "")
+    cause = cause or "no connection"
+
+    delay = float(data.get("retry_delay_ms") or 0) / 1000
+    return Error(
+        kind="retrying",
+        message=(
+            f"the model API failed ({cause}); retry {data.get('attempt')} of "
+            f"{data.get('max_retries')} in {delay:.1f} s"
+        ),
+        retryable=True,
+    )
+
+
 def _result_error(message: sdk.ResultMessage, stderr_tail: str) -> Error:
     status = message.api_error_status
     if status:
@@ -439,7 +464,11 @@ def _result_error(message: sdk.ResultMessage, stderr_tail: str) -> Error:
             kind=kind, message=f"{text} (HTTP {status})", retryable=status in (429, 500, 503, 529)
         )
     if message.subtype == "error_max_budget_usd":
-        return Error(kind="budget", message="the session reached its max_budget_usd")
+        return Error(
+            kind="budget",
+            message="the session reached its max_budget_usd: the agent stopped, and the next "
+            "turn will be refused until the budget is raised",
+        )
     details = "; ".join(message.errors or []) or message.result or message.subtype
     return Error(kind="api_error", message=f"{details}{stderr_tail}")
 

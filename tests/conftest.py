@@ -1,0 +1,98 @@
+"""Shared fixtures: the real Claude Code CLI against the scripted model server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from agentkernel import Session
+from agentkernel.testing import ScriptedModelServer
+
+
+def agent_processes() -> list[psutil.Process]:
+    """Agent CLI processes descended from this test process."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if "claude" in cmdline and "_bundled" in cmdline:
+            found.append(child)
+    return found
+
+
+def wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Pids from `pids` still alive (not zombies) after waiting up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedModelServer]:
+    with ScriptedModelServer([]) as scripted:
+        yield scripted
+
+
+@pytest.fixture
+def agent_env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
+    """Env for the CLI: the scripted server, a fresh config dir, and no retry back-off."""
+    config = tmp_path / "claude-config"
+    config.mkdir()
+    return {
+        **server.claude_env(),
+        "CLAUDE_CONFIG_DIR": str(config),
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def make_session(
+    agent_env: dict[str, str], workspace: Path
+) -> AsyncIterator[Callable[..., Session]]:
+    """Build sessions on the scripted server; all are closed and checked for leftovers."""
+    made: list[Session] = []
+
+    def make(**options: Any) -> Session:
+        options.setdefault("env", agent_env)
+        options.setdefault("cwd", workspace)
+        session = Session(**options)
+        made.append(session)
+        return session
+
+    yield make
+    pids = [pid for session in made for pid in session.pids()]
+    for session in made:
+        if not session.is_finished:
+            await session.close()
+    assert wait_until_gone(pids) == [], "an agent CLI outlived its session"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's session store out of the user's Jupyter data dir."""
+    monkeypatch.setenv("AGENTKERNEL_STORE", str(tmp_path / "sessions.db"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
