@@ -31,6 +31,20 @@ from .session import Session, Stats, SyncSession, TurnRecord
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext agentkernel``: register ``%%agent`` / ``%agent``."""
+    from .notebook.magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    from .notebook.magics import unload
+
+    unload(ipython)
+
+
 __all__ = [
     "AgentKernelError",
     "BudgetExceededError",
@@ -60,4 +74,6 @@ __all__ = [
     "TurnStarted",
     "Usage",
     "UsageUpdate",
+    "load_ipython_extension",
+    "unload_ipython_extension",
 ]

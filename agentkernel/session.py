@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _runtime
+from ._redact import Redactor, redactor
 from .backends import Backend, BackendConfig, CloseResult, Image, Prompt, load_backend
 from .errors import BudgetExceededError, SessionClosedError, TurnFailedError
 from .events import (
@@ -45,6 +47,7 @@ from .events import (
     Usage,
 )
 from .permissions import PermissionMode, PermissionPolicy, validate_mode
+from .store import SessionRecord, Store, StoredTurn, default_store_path
 
 log = logging.getLogger("agentkernel")
 
@@ -128,8 +131,11 @@ class _Core:
         policy: PermissionPolicy,
         permission_handler: PermissionHandler | None,
         max_tokens: int | None,
+        store: Store | None,
     ) -> None:
         self.session_id = session_id
+        self.store = store
+        self.redact: Redactor = redactor(config.env)
         self.backend_cls = backend_cls
         self.backend: Backend | None = None
         self.config = config
@@ -154,9 +160,15 @@ class _Core:
     def emit(self, event: Event) -> None:
         self.seq += 1
         turn = self.current.record.number if self.current else 0
-        event = dataclasses.replace(event, session_id=self.session_id, turn=turn, seq=self.seq)
+        event = dataclasses.replace(
+            event, session_id=self.session_id, turn=turn, seq=self.seq, **self._redacted(event)
+        )
         if isinstance(event, SessionStarted) and event.backend_session_id:
             self.backend_session_id = event.backend_session_id
+            self.persist(
+                "update_session", self.session_id, backend_session_id=self.backend_session_id
+            )
+        self.persist("append", event)
         current = self.current
         if current is not None:
             current.record.events.append(event)
@@ -167,6 +179,41 @@ class _Core:
         for sub in list(self.subscriptions):
             if sub.kind in ("*", event.type):
                 _dispatch(sub, event)
+
+    def _redacted(self, event: Event) -> dict[str, Any]:
+        """Payload fields holding a secret, redacted: nothing downstream (view, store, history,
+        handlers) ever sees the secret."""
+        changed: dict[str, Any] = {}
+        for f in dataclasses.fields(event):
+            if f.name.startswith("_") or f.name in ("session_id", "turn", "seq", "timestamp"):
+                continue
+            value = getattr(event, f.name)
+            if isinstance(value, str):
+                clean: Any = self.redact.text(value)
+            elif isinstance(value, (dict, list)):
+                clean = self.redact.obj(value)
+            else:
+                continue
+            if clean != value:
+                changed[f.name] = clean
+        return changed
+
+    def persist(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Write to the store; a store that fails warns once and is dropped, and the session
+        carries on in memory."""
+        if self.store is None:
+            return
+        try:
+            getattr(self.store, method)(*args, **kwargs)
+        except Exception as exc:  # any store failure must not end the session
+            warnings.warn(
+                f"the session store at {getattr(self.store, 'path', '?')} failed ({exc}); "
+                "this session continues in memory only. Check the disk and the "
+                "AGENTKERNEL_STORE setting.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.store = None
 
     async def decide(self, request: PermissionRequest | Question) -> Decision:
         current = self.current
@@ -240,6 +287,10 @@ class _Core:
         if self.state == "connected" and self._backend_alive():
             return
         config = dataclasses.replace(self.config, resume=self.backend_session_id)
+        if self.backend is not None:
+            stale, self.backend = self.backend, None
+            with contextlib.suppress(Exception):
+                await stale.close()
         self.backend = self.backend_cls()
         try:
             await self.backend.connect(config, self)
@@ -251,9 +302,10 @@ class _Core:
         self.config = dataclasses.replace(self.config, fork=False)
 
     def _backend_alive(self) -> bool:
-        return self.backend is not None and (
-            not self.backend.pids() or all(_pid_alive(p) for p in self.backend.pids())
-        )
+        """Whether the agent process still runs; one that died (a crash, a signal) is
+        reconnected on the next turn, resuming the conversation."""
+        pids = self.backend.pids() if self.backend is not None else []
+        return bool(pids) and all(_pid_alive(p) for p in pids)
 
     async def disconnect(self, final: bool = False) -> CloseResult:
         if self.current is not None:
@@ -297,19 +349,26 @@ class _Core:
         record.number = self.turns_started
         self.history.append(record)
         self.current = turn
+        self.redact = redactor(self.config.env)
+        self.persist("start_turn", self.session_id, record.number, record.prompt)
         refusal = self._budget_refusal()
         if refusal:
             record.status, record.error = "refused", refusal
             self.emit(Error(kind="budget", message=refusal))
             self.emit(TurnEnded(stop_reason="budget", is_error=True))
+            self.persist(
+                "end_turn",
+                self.session_id,
+                record.number,
+                "refused",
+                error=refusal,
+                stop_reason="budget",
+            )
             raise BudgetExceededError(refusal)
         self.emit(TurnStarted(prompt=prompt.text))
         started = time.monotonic()
         try:
-            if self.state == "new" or not self._backend_alive():
-                await self.connect()
-            assert self.backend is not None
-            await self.backend.run_turn(prompt)
+            await self._send_to_backend(prompt, turn)
         except Exception as exc:  # becomes the turn's Error event
             if not turn.ended:
                 self.emit(Error(kind=_error_kind(exc), message=str(exc)))
@@ -325,6 +384,25 @@ class _Core:
                 )
         self._finish_record(record)
         return record
+
+    async def _send_to_backend(self, prompt: Prompt, turn: _TurnState) -> None:
+        """Run the turn on a live backend. An agent process that died since the last turn (a
+        crash, a signal) is reconnected first; one found dead only when the prompt could not
+        be delivered is reconnected once, and the prompt sent again."""
+        for attempt in (1, 2):
+            if self.state == "new" or not self._backend_alive():
+                await self.connect()
+            assert self.backend is not None
+            delivered = len(turn.record.events)
+            try:
+                await self.backend.run_turn(prompt)
+                return
+            except ConnectionError:
+                nothing_arrived = len(turn.record.events) == delivered
+                if attempt == 2 or not nothing_arrived or turn.ended:
+                    raise
+                log.info("the agent process was gone; reconnecting and sending the turn again")
+                self.state = "new"
 
     def _finish_record(self, record: TurnRecord) -> None:
         ended = next(e for e in reversed(record.events) if isinstance(e, TurnEnded))
@@ -347,6 +425,17 @@ class _Core:
             record.error = "; ".join(f"{e.kind}: {e.message}" for e in errors) or ended.result
         else:
             record.status = "completed"
+        self.persist(
+            "end_turn",
+            self.session_id,
+            record.number,
+            record.status,
+            usage=record.usage,
+            duration_s=record.duration_s,
+            model_calls=record.model_calls,
+            error=record.error,
+            stop_reason=record.stop_reason,
+        )
 
     def _budget_refusal(self) -> str | None:
         spent = self.totals()
@@ -492,6 +581,8 @@ class Session:
         fork: bool = False,
         parent_id: str | None = None,
         backend_options: dict[str, Any] | None = None,
+        store: Store | bool = True,
+        notebook_path: str | None = None,
     ) -> None:
         for label, value in (("max_budget_usd", max_budget_usd), ("max_tokens", max_tokens)):
             if value is not None and value < 0:
@@ -500,10 +591,11 @@ class Session:
             raise NotADirectoryError(f"cwd {str(cwd)!r} is not an existing directory")
         self.id = uuid.uuid4().hex
         self.backend_name = backend
-        self.title = title
-        self.name = name or self.id[:8]
+        self._title = title
+        self._name = name or self.id[:8]
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.parent_id = parent_id
+        self.notebook_path = notebook_path
         config = BackendConfig(
             model=model,
             reasoning_effort=reasoning_effort,
@@ -521,7 +613,9 @@ class Session:
             PermissionPolicy(validate_mode(permission_mode)),
             permission_handler,
             max_tokens,
+            _open_store(store),
         )
+        self._core.persist("create_session", self._record(kind="fork" if fork else "main"))
         _live_cores.add(self._core)
         self._finalizer = weakref.finalize(self, _finalize, self._core)
         self.sync = SyncSession(self)
@@ -533,6 +627,52 @@ class Session:
         )
 
     # -- state -------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        self._core.persist("update_session", self.id, name=value)
+
+    @property
+    def title(self) -> str | None:
+        return self._title
+
+    @title.setter
+    def title(self, value: str | None) -> None:
+        self._title = value
+        self._core.persist("update_session", self.id, title=value)
+
+    @property
+    def store(self) -> Store | None:
+        """Where this session is kept (None: memory only)."""
+        return self._core.store
+
+    def _record(self, kind: str) -> SessionRecord:
+        config = self._core.config
+        store = self._core.store
+        parent = store.get_session(self.parent_id) if (self.parent_id and store) else None
+        return SessionRecord(
+            id=self.id,
+            backend=self.backend_name,
+            name=self._name,
+            backend_session_id=config.resume,
+            title=self._title,
+            kind=kind,
+            parent_id=self.parent_id,
+            root_id=(parent.root_id or parent.id) if parent else None,
+            spawn_depth=(parent.spawn_depth + 1) if parent else 0,
+            model=config.model,
+            reasoning_effort=config.reasoning_effort,
+            metadata=self.metadata,
+            budget_usd=config.max_budget_usd,
+            budget_tokens=self._core.max_tokens,
+            notebook_path=self.notebook_path,
+            cwd=config.cwd,
+        )
 
     @property
     def backend_session_id(self) -> str | None:
@@ -685,21 +825,27 @@ class Session:
         )
         running = _runtime.submit(self._core.run_turn(turn[0], turn[1]))
         finished = False
+        getter: asyncio.Future[Event] | None = None
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(events.get(), _WAKE_INTERVAL_S)
-                except asyncio.TimeoutError:
+                # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow the
+                # caller's cancellation (a kernel interrupt) when an event arrives at once.
+                getter = getter or asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({getter}, timeout=_WAKE_INTERVAL_S)
+                if not done:
                     if running.done() and events.empty():
                         running.result()  # raises what the turn raised (e.g. a refusal)
                         return
                     continue
+                event, getter = getter.result(), None
                 yield event
                 if isinstance(event, TurnEnded):
                     finished = True
                     break
             await asyncio.wrap_future(running)
         finally:
+            if getter is not None:
+                getter.cancel()
             if not finished and not running.done():
                 _runtime.submit(self._core.interrupt())
 
@@ -760,6 +906,7 @@ class Session:
         """Switch model for the next turns."""
         core = self._core
         core.config = dataclasses.replace(core.config, model=model)
+        core.persist("update_session", self.id, model=model)
 
         async def apply() -> None:
             if core.backend is not None and core.state == "connected":
@@ -815,11 +962,55 @@ class Session:
     # -- conversations -----------------------------------------------------------------------
 
     @classmethod
-    def resume(cls, backend_session_id: str, backend: str = "claude", **options: Any) -> Session:
-        """A new Session (new agent process) continuing a conversation by its backend id."""
-        if not backend_session_id:
-            raise ValueError("resume needs the backend session id (session.backend_session_id)")
-        return cls(backend, resume=backend_session_id, **options)
+    def resume(cls, ref: str, backend: str | None = None, **options: Any) -> Session:
+        """Continue a conversation in a new agent process.
+
+        `ref` is a stored session's id (or a unique prefix of it) or a backend session id. A
+        stored session comes back whole: same id, name, settings, and its turns as `history`;
+        new turns are appended to it. Otherwise `ref` is taken as a backend session id.
+        """
+        if not ref:
+            raise ValueError("resume needs a session id (session.id or session.backend_session_id)")
+        store = _open_store(options.pop("store", True))
+        record = store.get_session(ref) if store is not None else None
+        if record is None:
+            return cls(backend or "claude", resume=ref, store=store or False, **options)
+        if not record.backend_session_id:
+            raise ValueError(
+                f"stored session {record.id} never reached its agent (no turn completed), so "
+                "there is no conversation to resume; start a new Session"
+            )
+        settings: dict[str, Any] = {
+            "model": record.model,
+            "reasoning_effort": record.reasoning_effort,
+            "title": record.title,
+            "name": record.name,
+            "metadata": record.metadata,
+            "max_budget_usd": record.budget_usd,
+            "max_tokens": record.budget_tokens,
+            "cwd": record.cwd if record.cwd and Path(record.cwd).is_dir() else None,
+            "notebook_path": record.notebook_path,
+            "parent_id": record.parent_id,
+        }
+        settings.update(options)
+        session = cls.__new__(cls)
+        session._adopt(record, store, backend or record.backend, settings)  # type: ignore[arg-type]
+        return session
+
+    def _adopt(
+        self, record: SessionRecord, store: Store, backend: str, settings: dict[str, Any]
+    ) -> None:
+        """Become the stored session `record` (used by `resume`): same id, turns continued."""
+        Session.__init__(self, backend, resume=record.backend_session_id, store=False, **settings)
+        self.id = record.id
+        core = self._core
+        core.session_id = record.id
+        core.store = store
+        core.history = [
+            _turn_record(t, store.events(record.id, t.number)) for t in store.turns(record.id)
+        ]
+        core.turns_started = max((t.number for t in core.history), default=0)
+        core.seq = max((e.seq for t in core.history for e in t.events), default=0)
 
     def fork(self, **overrides: Any) -> Session:
         """A new Session with this conversation's history and a new id; this one is unchanged."""
@@ -839,6 +1030,8 @@ class Session:
             "max_tokens": self.max_tokens,
             "backend_options": dict(config.options),
         }
+        options.setdefault("store", self._core.store or False)
+        options.setdefault("notebook_path", self.notebook_path)
         options.update(overrides)
         return Session(
             self.backend_name,
@@ -860,6 +1053,47 @@ class Session:
                 core.state = "new"
 
         await _runtime.call(reset())
+
+
+_default_store: Store | None = None
+_default_store_for: str | None = None
+"""The path the shared store was opened for (it may have fallen back to memory)."""
+_default_store_lock = threading.Lock()
+
+
+def _open_store(store: Store | bool | None) -> Store | None:
+    """The store a session uses: the given one, none (False), or the shared default one."""
+    global _default_store, _default_store_for
+    if isinstance(store, Store):
+        return store
+    if not store:
+        return None
+    with _default_store_lock:
+        wanted = default_store_path()
+        if _default_store is None or _default_store_for != wanted:
+            _default_store = Store.open_or_memory(wanted)
+            _default_store_for = wanted
+        return _default_store
+
+
+def shared_store() -> Store | None:
+    """The store sessions use by default (``AGENTKERNEL_STORE`` or the Jupyter data dir)."""
+    return _open_store(True)
+
+
+def _turn_record(turn: StoredTurn, events: list[Event]) -> TurnRecord:
+    return TurnRecord(
+        number=turn.number,
+        prompt=turn.prompt,
+        status=turn.status,
+        events=events,
+        usage=turn.usage,
+        started_at=turn.started_at,
+        duration_s=turn.duration_s or 0.0,
+        model_calls=turn.model_calls,
+        stop_reason=turn.stop_reason or "",
+        error=turn.error,
+    )
 
 
 class SyncSession:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import hashlib
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -166,6 +170,9 @@ class ClaudeBackend:
                     "executable as cli_path, or leave it out to use the CLI bundled with "
                     "claude-agent-sdk"
                 )
+        real_cli = Path(str(extra.pop("cli_path", "") or _default_cli() or ""))
+        if real_cli.is_file():
+            extra["cli_path"] = _detached_launcher(real_cli)
         return sdk.ClaudeAgentOptions(
             model=config.model,
             effort=config.reasoning_effort,  # type: ignore[arg-type]
@@ -239,7 +246,10 @@ class ClaudeBackend:
         self._turn_had_error = False
         started = time.monotonic()
         model_calls = 0
-        await client.query(_prompt_messages(prompt) if prompt.images else prompt.text)
+        try:
+            await client.query(_prompt_messages(prompt) if prompt.images else prompt.text)
+        except sdk.CLIConnectionError as exc:
+            raise ConnectionError(f"the Claude Code CLI is gone: {exc}") from exc
         async for message in client.receive_response():
             if isinstance(message, sdk.StreamEvent):
                 model_calls += self._stream_event(message.event)
@@ -379,7 +389,8 @@ class ClaudeBackend:
         total_cost = message.total_cost_usd or 0.0
         usage = _usage(message.usage, max(total_cost - self._cost_reported, 0.0))
         self._cost_reported = max(total_cost, self._cost_reported)
-        if self._interrupted and message.subtype != "success":
+        aborted = message.terminal_reason in ("aborted_streaming", "aborted_tools")
+        if (self._interrupted or aborted) and message.subtype != "success":
             stop_reason = "interrupted"
         elif message.subtype in _STOP_REASONS:
             stop_reason = _STOP_REASONS[message.subtype]
@@ -527,3 +538,40 @@ def _cli_process(client: sdk.ClaudeSDKClient) -> Any:
     cleanup (kill) and its exit code for `close`."""
     transport = getattr(client, "_transport", None)
     return getattr(transport, "_process", None)
+
+
+def _default_cli() -> Path | None:
+    """The CLI the SDK would pick: the one bundled in its wheel, else `claude` on PATH."""
+    bundled = Path(sdk.__file__).parent / "_bundled" / "claude"
+    if bundled.is_file():
+        return bundled
+    found = shutil.which("claude")
+    return Path(found) if found else None
+
+
+def _detached_launcher(cli: Path) -> str:
+    """A launcher that runs `cli` in a session of its own, then execs it (same pid).
+
+    Why: Jupyter interrupts a kernel by signalling its whole process group, and the CLI quits
+    on SIGINT, so every interrupt (even of an unrelated Python cell) would kill the agents of
+    that kernel. Detached, the CLI hears only our own interrupt request. The SDK offers no
+    hook into how it spawns the CLI, hence this small exec wrapper.
+    """
+    if not hasattr(os, "setsid"):
+        return str(cli)
+    source = (
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "os.setsid()\n"
+        f"os.execv({str(cli)!r}, [{str(cli)!r}, *sys.argv[1:]])\n"
+    )
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
+    launcher = folder / f"claude-{digest}"
+    if not launcher.is_file():
+        folder.mkdir(mode=0o700, exist_ok=True)
+        partial = folder / f".{launcher.name}.{os.getpid()}"
+        partial.write_text(source)
+        partial.chmod(0o700)
+        partial.replace(launcher)
+    return str(launcher)

@@ -1,0 +1,566 @@
+"""``%%agent`` and ``%agent``: agent sessions from IPython.
+
+A ``%%agent`` cell must run as an *async* cell so that approval clicks reach the kernel while
+it waits (see `turn`). A cell magic that returns a coroutine is never awaited, so an input
+transformer rewrites the cell into ``await __agentkernel__.run_cell(line, body)`` before IPython
+compiles it; IPython then runs it with top-level await. Calling the cell magic directly (e.g.
+``run_cell_magic``) still works, blocking and without approvals (the permission mode decides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import (
+    MagicArgumentParser,
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
+from traitlets import Dict, Enum, Unicode
+
+from .. import export
+from ..backends import available_backends
+from ..errors import AgentKernelError
+from ..permissions import PERMISSION_MODES, validate_mode
+from ..session import Session, TurnRecord, shared_store
+from ..store import Store
+from . import context
+from .sessions import SessionRegistry
+from .turn import FRONTENDS, detect_frontend, run_cell_turn
+
+HANDLE = "__agentkernel__"
+"""Name under which the magics object sits in the user namespace (hidden from %who)."""
+
+_CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|ipython)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+@magics_class
+class AgentMagics(Magics):
+    """Agent sessions in IPython. Configure defaults with ``%config AgentMagics.<name>``."""
+
+    default_backend = Unicode("claude", help="Backend for new sessions.").tag(config=True)
+    default_model = Unicode(None, allow_none=True, help="Model for new sessions.").tag(config=True)
+    default_permission_mode = Enum(
+        PERMISSION_MODES,
+        default_value=None,
+        allow_none=True,
+        help="Permission mode for new sessions; unset: ask when a person can answer, "
+        "deny in headless runs.",
+    ).tag(config=True)
+    frontend = Enum(
+        FRONTENDS, default_value="auto", help="Who answers approvals (auto-detected)."
+    ).tag(config=True)
+    session_options = Dict(
+        help="Extra Session options for new sessions (cwd, env, max_budget_usd...)."
+    ).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.sessions = SessionRegistry()
+        self._subcommands = _subcommand_parser()
+
+    def session_defaults(self) -> dict[str, Any]:
+        return {
+            "backend": self.default_backend,
+            "model": self.default_model,
+            "permission_mode": self.default_permission_mode,
+            "notebook_path": notebook_path(self.shell),
+            **self.session_options,
+        }
+
+    @property
+    def store(self) -> Store:
+        """The session store this kernel's sessions are kept in."""
+        store = shared_store()
+        if store is None:
+            raise UsageError("the session store could not be opened; see the warning above")
+        return store
+
+    def _continue_stored(self, name: str) -> Session | None:
+        """This notebook's last session of that name, if one is stored: after a kernel
+        restart (or reopening the notebook) a cell continues where it left off."""
+        path = notebook_path(self.shell)
+        store = shared_store()
+        if path is None or store is None:
+            return None
+        for record in store.list_sessions(notebook=path, limit=None):
+            if record.name == name and record.backend_session_id:
+                session = Session.resume(record.id, store=store)
+                self.sessions.add(name, session)
+                print(f"(continuing session {name!r} of this notebook: {record.id[:8]})")
+                return session
+        return None
+
+    # -- %%agent ------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--session", "-s", help="Session name (default: the current one, 'default').")
+    @argument("--backend", "-b", help="Backend for a new session (default: claude).")
+    @argument("--model", "-m", help="Model for a new session, or switch this one's model.")
+    @argument("--new", action="store_true", help="Start a fresh session under this name.")
+    @argument(
+        "--permission-mode",
+        "-p",
+        choices=PERMISSION_MODES,
+        help="How tool requests are decided in this turn.",
+    )
+    @argument("--max-budget", type=float, metavar="USD", help="Session budget in USD.")
+    @argument("-o", "--output", metavar="VAR", help="Store the turn's text in this variable.")
+    @argument("--quiet", "-q", action="store_true", help="Show only the final answer.")
+    @argument("--context", "-c", metavar="A,B", help="Attach summaries of these variables.")
+    @argument(
+        "--insert-code",
+        action="store_true",
+        help="Offer the answer's last Python code block as the next cell.",
+    )
+    @argument("--raw", action="store_true", help="Send the text as is: no {name} filling.")
+    @line_cell_magic
+    def agent(self, line: str, cell: str | None = None) -> None:
+        """%%agent [options]: send the cell to an agent session as one turn.
+
+        %agent SUBCOMMAND: manage sessions (`%agent help` lists them).
+        """
+        if cell is None:
+            self.line(line)
+            return
+        # Called directly (not through the transformer): no loop to await on, so block and
+        # let the permission mode decide.
+        _run_blocking(self.run_cell(line, cell, frontend="headless"))
+
+    async def run_cell(self, line: str, body: str, frontend: str | None = None) -> None:
+        """The body of a ``%%agent`` cell, awaited by the rewritten cell."""
+        args = parse_argstring(self.agent, line)
+        session = self._session_for(args)
+        prompt = self._prompt(body, args)
+        detected = detect_frontend(self.shell, frontend or self.frontend)
+        record = await run_cell_turn(
+            self.shell,
+            session,
+            prompt,
+            frontend=detected,
+            permission_mode=args.permission_mode,
+            quiet=args.quiet,
+        )
+        self._after_turn(record, args)
+
+    def _session_for(self, args: Any) -> Session:
+        name = args.session or self.sessions.current
+        if args.backend and args.backend not in available_backends():
+            raise UsageError(
+                f"unknown backend {args.backend!r}; available: {', '.join(available_backends())}"
+            )
+        exists = name in self.sessions and not self.sessions.get(name).is_finished
+        if not exists and not args.new and not args.backend:
+            exists = self._continue_stored(name) is not None
+        if args.new or not exists:
+            self.sessions.defaults = self.session_defaults()
+            session = self.sessions.create(
+                name,
+                backend=args.backend,
+                model=args.model,
+                max_budget_usd=args.max_budget,
+            )
+        else:
+            session = self.sessions.get(name)
+            if args.backend and args.backend != session.backend_name:
+                raise UsageError(
+                    f"session {name!r} uses backend {session.backend_name!r}; start a new one "
+                    f"with `--new --backend {args.backend}` or pick another --session name"
+                )
+            if args.model and args.model != session.model:
+                session.sync.set_model(args.model)
+            if args.max_budget is not None:
+                session.max_budget_usd = args.max_budget
+        self.sessions.current = name
+        return session
+
+    def _prompt(self, body: str, args: Any) -> str:
+        namespace = self.shell.user_ns
+        try:
+            prompt = body if args.raw else context.interpolate(body, namespace)
+            names = [n.strip() for n in (args.context or "").split(",") if n.strip()]
+            prompt = context.attach(prompt, names, namespace)
+        except context.PromptContextError as exc:
+            raise UsageError(str(exc)) from None
+        if not prompt.strip():
+            raise UsageError("the %%agent cell is empty: write the prompt below the %%agent line")
+        return prompt
+
+    def _after_turn(self, record: TurnRecord, args: Any) -> None:
+        if args.output:
+            if not args.output.isidentifier():
+                raise UsageError(f"-o needs a variable name, not {args.output!r}")
+            self.shell.user_ns[args.output] = record.text
+        if args.insert_code:
+            blocks = _CODE_BLOCK.findall(record.text)
+            if blocks:
+                self.shell.set_next_input(blocks[-1].rstrip("\n"), replace=False)
+            else:
+                print("(--insert-code: the answer has no Python code block to insert)")
+
+    # -- %agent -------------------------------------------------------------------------------
+
+    def line(self, line: str) -> None:
+        words = shlex.split(line)
+        if not words or words[0] in ("help", "-h", "--help"):
+            print(self._subcommands.format_help())
+            return
+        command = SUBCOMMANDS.get(words[0])
+        if command is None:
+            raise UsageError(
+                f"unknown %agent subcommand {words[0]!r}; valid: {', '.join(SUBCOMMANDS)} "
+                "(`%agent help` explains each)"
+            )
+        args = self._subcommands.parse_args(words)
+        try:
+            command(self, args)
+        except (KeyError, ValueError, AgentKernelError) as exc:
+            raise UsageError(str(exc).strip("'\"")) from None
+
+    def cmd_new(self, args: Any) -> None:
+        name = args.name or self.sessions.free_name("session")
+        self.sessions.defaults = self.session_defaults()
+        session = self.sessions.create(
+            name,
+            backend=args.backend,
+            model=args.model,
+            permission_mode=args.permission_mode,
+            max_budget_usd=args.max_budget,
+        )
+        self.sessions.use(name)
+        print(f"New session {name!r} ({session.backend_name}); it is now the current session.")
+
+    def cmd_list(self, args: Any) -> None:
+        items = self.sessions.items()
+        if not items:
+            print("No sessions yet: a %%agent cell starts 'default'.")
+            return
+        print(f"{'':2}{'name':16} {'backend':8} {'model':22} {'turns':>5} {'cost $':>9}  state")
+        for name, s in items:
+            mark = "* " if name == self.sessions.current else "  "
+            state = "closed" if s.is_finished else ("connected" if s.is_connected else "idle")
+            stats = s.stats
+            print(
+                f"{mark}{name:16} {s.backend_name:8} {s.model or '(default)':22} "
+                f"{stats.turns:>5} {stats.cost_usd:>9.4f}  {state}"
+            )
+
+    def cmd_use(self, args: Any) -> None:
+        self.sessions.use(args.name)
+        print(f"Current session: {args.name!r}")
+
+    def cmd_resume(self, args: Any) -> None:
+        session = Session.resume(args.id, backend=args.backend)
+        name = args.name or (
+            session.name
+            if session.name not in self.sessions
+            else self.sessions.free_name(session.name)
+        )
+        self.sessions.add(name, session)
+        self.sessions.use(name)
+        turns = len(session.history)
+        print(
+            f"Session {name!r} resumes {session.id[:8]} ({turns} earlier turn(s)); it is now "
+            "the current session."
+        )
+
+    def cmd_sessions(self, args: Any) -> None:
+        since = _parse_since(args.since) if args.since else None
+        records = self.store.list_sessions(
+            search=args.search,
+            backend=args.backend,
+            notebook=args.notebook,
+            since=since,
+            limit=None if args.all else 20,
+        )
+        if not records:
+            print("No stored sessions match.")
+            return
+        print(f"{'id':9} {'':1} {'name':14} {'backend':8} {'updated':16}  title / notebook")
+        for r in records:
+            when = _when(r.updated_at)
+            pin = "*" if r.pinned else " "
+            where = r.title or (Path(r.notebook_path).name if r.notebook_path else "")
+            print(f"{r.id[:8]:9} {pin} {r.name or '':14.14} {r.backend:8} {when:16}  {where}")
+
+    def cmd_show(self, args: Any) -> None:
+        print(self.store.transcript(self._stored(args.id).id))
+
+    def cmd_rename(self, args: Any) -> None:
+        record = self._stored(args.id)
+        title = " ".join(args.title)
+        self.store.rename(record.id, title)
+        for _, session in self.sessions.items():
+            if session.id == record.id:
+                session.title = title
+        print(f"Renamed {record.id[:8]} to {title!r}.")
+
+    def cmd_pin(self, args: Any) -> None:
+        record = self._stored(args.id)
+        self.store.pin(record.id, not args.unpin)
+        print(f"{'Unpinned' if args.unpin else 'Pinned'} {record.id[:8]}.")
+
+    def cmd_delete(self, args: Any) -> None:
+        record = self._stored(args.id)
+        if any(s.id == record.id for _, s in self.sessions.items()):
+            raise UsageError(
+                f"session {record.id[:8]} is open in this kernel: `%agent close` it first"
+            )
+        self.store.delete(record.id)
+        print(f"Deleted {record.id[:8]} and its turns from the store.")
+
+    def _stored(self, ref: str) -> Any:
+        record = self.store.get_session(ref)
+        if record is None:
+            raise UsageError(f"no stored session {ref!r}: `%agent sessions` lists them")
+        return record
+
+    def cmd_fork(self, args: Any) -> None:
+        source = self.sessions.get(args.source)
+        name = args.name or self.sessions.free_name(f"{source.name}-fork")
+        self.sessions.add(name, source.fork())
+        self.sessions.use(name)
+        print(f"Forked {source.name!r} into {name!r}; it is now the current session.")
+
+    def cmd_interrupt(self, args: Any) -> None:
+        session = self.sessions.get(args.name)
+        _run_blocking(session.interrupt())
+        print(f"Interrupted {session.name!r}.")
+
+    def cmd_stats(self, args: Any) -> None:
+        session = self.sessions.get(args.name)
+        s = session.stats
+        print(
+            f"session {session.name!r} ({session.backend_name}, "
+            f"model {session.model or 'default'})\n"
+            f"  turns {s.turns}, model calls {s.model_calls}\n"
+            f"  tokens: input {s.input_tokens}, output {s.output_tokens}, cache read "
+            f"{s.cache_read_tokens}, cache write {s.cache_creation_tokens}\n"
+            f"  cost ${s.cost_usd:.4f}"
+            + (f" of ${session.max_budget_usd:.4f}" if session.max_budget_usd else "")
+            + f", agent time {s.wall_time_s:.1f} s"
+        )
+
+    def cmd_history(self, args: Any) -> None:
+        session = self.sessions.get(args.name)
+        if not session.history:
+            print(f"session {session.name!r} has no turns yet")
+        for r in session.history:
+            prompt = r.prompt.strip().splitlines()[0][:60] if r.prompt.strip() else ""
+            print(f"{r.number:>3}  {r.status:11} ${r.usage.cost_usd:.4f}  {prompt}")
+
+    def cmd_model(self, args: Any) -> None:
+        session = self.sessions.get(args.session)
+        if args.model:
+            _run_blocking(session.set_model(args.model))
+        print(f"session {session.name!r} model: {session.model or '(backend default)'}")
+
+    def cmd_permissions(self, args: Any) -> None:
+        session = self.sessions.get(args.session)
+        if args.action == "clear":
+            session.permissions.clear()
+            print("Forgot every 'always allow' rule of this session.")
+        elif args.action in PERMISSION_MODES:
+            session.permission_mode = validate_mode(args.action)
+        elif args.action not in (None, "show"):
+            raise UsageError(
+                f"unknown permissions action {args.action!r}; valid: show, clear, "
+                + ", ".join(PERMISSION_MODES)
+            )
+        rules = session.permissions.rules
+        mode = session.permission_mode or "ask when someone can answer, else deny"
+        print(f"session {session.name!r} permission mode: {mode}")
+        print("always allowed: " + (", ".join(map(str, rules)) if rules else "nothing"))
+
+    def cmd_title(self, args: Any) -> None:
+        session = self.sessions.get(args.session)
+        if args.title:
+            session.title = " ".join(args.title)
+        print(f"session {session.name!r} title: {session.title or '(none)'}")
+
+    def cmd_export(self, args: Any) -> None:
+        session_id = args.id or self.sessions.get(args.session).id
+        store = self.store
+        store.flush()
+        if args.path and args.path.endswith(".ipynb"):
+            written = export.to_notebook(store, session_id, args.path, overwrite=args.force)
+            print(f"Wrote {written}")
+        elif args.path:
+            Path(args.path).write_text(export.to_markdown(store, session_id), encoding="utf-8")
+            print(f"Wrote {args.path}")
+        else:
+            print(export.to_markdown(store, session_id))
+
+    def cmd_close(self, args: Any) -> None:
+        session = self.sessions.pop(args.name or self.sessions.current)
+        result = _run_blocking(session.close())
+        print(f"Closed {session.name!r} (agent exit code {result.exit_code}).")
+
+
+def notebook_path(shell: Any) -> str | None:
+    """The notebook this kernel serves: Jupyter Server tells kernels in ``JPY_SESSION_NAME``,
+    VS Code in ``__vsc_ipynb_file__``."""
+    return os.environ.get("JPY_SESSION_NAME") or shell.user_ns.get("__vsc_ipynb_file__")
+
+
+def _parse_since(value: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise UsageError(f"--since takes a date like 2026-11-21, not {value!r}") from None
+
+
+def _when(timestamp: float | None) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else ""
+
+
+SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
+    "new": AgentMagics.cmd_new,
+    "list": AgentMagics.cmd_list,
+    "use": AgentMagics.cmd_use,
+    "resume": AgentMagics.cmd_resume,
+    "fork": AgentMagics.cmd_fork,
+    "interrupt": AgentMagics.cmd_interrupt,
+    "stats": AgentMagics.cmd_stats,
+    "history": AgentMagics.cmd_history,
+    "model": AgentMagics.cmd_model,
+    "permissions": AgentMagics.cmd_permissions,
+    "title": AgentMagics.cmd_title,
+    "export": AgentMagics.cmd_export,
+    "close": AgentMagics.cmd_close,
+    "sessions": AgentMagics.cmd_sessions,
+    "show": AgentMagics.cmd_show,
+    "rename": AgentMagics.cmd_rename,
+    "pin": AgentMagics.cmd_pin,
+    "delete": AgentMagics.cmd_delete,
+}
+
+
+def _subcommand_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(
+        prog="%agent", description="Manage agent sessions. A %%agent cell sends a turn."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+
+    def add(name: str, help_text: str) -> Any:
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    new = add("new", "Start a new session and make it current.")
+    new.add_argument("name", nargs="?", help="Session name (default: session, session-2...).")
+    new.add_argument("--backend", "-b")
+    new.add_argument("--model", "-m")
+    new.add_argument("--permission-mode", "-p", choices=PERMISSION_MODES)
+    new.add_argument("--max-budget", type=float, metavar="USD")
+    add("list", "List the sessions of this kernel.")
+    add("use", "Make a session current.").add_argument("name")
+    resume = add(
+        "resume", "Continue a stored session (id or prefix; `%agent sessions`) or a backend id."
+    )
+    resume.add_argument("id")
+    resume.add_argument("--name", help="Name for the resumed session.")
+    resume.add_argument("--backend", "-b")
+    fork = add("fork", "Fork a session (same history, new id) and make the fork current.")
+    fork.add_argument("name", nargs="?", help="Name for the fork.")
+    fork.add_argument("--from", dest="source", help="Session to fork (default: current).")
+    add("interrupt", "Interrupt a session's running turn.").add_argument("name", nargs="?")
+    add("stats", "Tokens, cost, time and turns of a session.").add_argument("name", nargs="?")
+    add("history", "The turns of a session.").add_argument("name", nargs="?")
+    model = add("model", "Show or switch the model of the current session.")
+    model.add_argument("model", nargs="?")
+    model.add_argument("--session", "-s")
+    perms = add("permissions", "show | clear (forget 'always allow' rules) | a mode to set.")
+    perms.add_argument("action", nargs="?", help="show, clear, " + ", ".join(PERMISSION_MODES))
+    perms.add_argument("--session", "-s")
+    title = add("title", "Show or set the session title.")
+    title.add_argument("title", nargs="*")
+    title.add_argument("--session", "-s")
+    exporting = add(
+        "export",
+        "Export a session as Markdown (printed, or to PATH.md) or a notebook (PATH.ipynb).",
+    )
+    exporting.add_argument("path", nargs="?")
+    exporting.add_argument("--session", "-s", help="Session name in this kernel.")
+    exporting.add_argument("--id", help="Any stored session (id or prefix).")
+    exporting.add_argument("--force", action="store_true", help="Overwrite PATH.ipynb.")
+    add("close", "Close a session and end its agent process.").add_argument("name", nargs="?")
+    listing = add("sessions", "List and search stored sessions (all notebooks and kernels).")
+    listing.add_argument("search", nargs="?", help="Text in the title, name or prompts.")
+    listing.add_argument("--backend", "-b")
+    listing.add_argument("--notebook", help="Notebook path.")
+    listing.add_argument("--since", help="Updated on or after this date (YYYY-MM-DD).")
+    listing.add_argument("--all", action="store_true", help="All of them, not the last 20.")
+    add("show", "Print a stored session's transcript.").add_argument("id")
+    rename = add("rename", "Set a stored session's title.")
+    rename.add_argument("id")
+    rename.add_argument("title", nargs="+")
+    pin = add("pin", "Pin a stored session (listed first).")
+    pin.add_argument("id")
+    pin.add_argument("--unpin", action="store_true")
+    add("delete", "Delete a stored session and its turns.").add_argument("id")
+    add("help", "Show this help.")
+    return parser
+
+
+def _run_blocking(coro: Any) -> Any:
+    """Run a coroutine from synchronous magic code, even while the kernel's loop is running:
+    it goes to a private loop in a worker thread, and the agent itself is on the runtime
+    thread anyway."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # handed back to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="agentkernel-magic")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def agent_cell_transformer(lines: list[str]) -> list[str]:
+    """Rewrite a ``%%agent`` cell into an awaited call, so it runs as an async cell."""
+    if not lines or not lines[0].startswith("%%agent"):
+        return lines
+    first = lines[0].rstrip("\n")
+    if first != "%%agent" and not first.startswith("%%agent "):
+        return lines
+    line = first[len("%%agent") :].strip()
+    body = "".join(lines[1:])
+    return [f"await {HANDLE}.run_cell({line!r}, {body!r})\n"]
+
+
+def load(shell: Any) -> AgentMagics:
+    magics = AgentMagics(shell)
+    shell.register_magics(magics)
+    shell.user_ns[HANDLE] = magics
+    shell.user_ns_hidden[HANDLE] = magics
+    if agent_cell_transformer not in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.append(agent_cell_transformer)
+    return magics
+
+
+def unload(shell: Any) -> None:
+    if agent_cell_transformer in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.remove(agent_cell_transformer)
+    magics = shell.user_ns.pop(HANDLE, None)
+    shell.user_ns_hidden.pop(HANDLE, None)
+    if isinstance(magics, AgentMagics):
+        _run_blocking(magics.sessions.close_all())

@@ -1,0 +1,177 @@
+"""Run one agent turn inside a notebook cell: the code `%%agent` and the Agent kernel share.
+
+The turn runs as an *async* cell on the kernel's own loop, so ipykernel (>= 7.4) keeps
+dispatching ``comm_msg`` (widget clicks) while the cell awaits; the agent itself runs on
+agentkernel's runtime thread. A ticker flushes the live view ~20 times a second, which also keeps
+the kernel loop awake so a kernel interrupt (a cancel scheduled without waking the loop) lands
+at once. The interrupt becomes a backend interrupt and the cell ends with a note, leaving the
+kernel and the session usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any, Literal
+
+from ..events import Event, PermissionRequest, Question
+from ..permissions import PermissionMode
+from ..session import Session, TurnRecord
+from .view import TurnView
+
+Frontend = Literal["widget", "stdin", "headless"]
+FRONTENDS: tuple[str, ...] = ("auto", "widget", "stdin", "headless")
+
+TICK_S = 0.05
+"""Live view flush interval: at most ~20 updates a second, however fast the deltas come."""
+RENDER_GRACE_S = 3.0
+"""How long an approval waits for a widget view to report itself before falling back."""
+
+
+def detect_frontend(shell: Any, forced: str = "auto") -> Frontend:
+    """Who can answer an approval in this cell.
+
+    A front end a person uses (JupyterLab, Notebook, VS Code) sends ``allow_stdin: true``;
+    batch runners (nbclient, papermill, ``jupyter execute``) send false and can answer nothing,
+    so they get ``headless``. ``AGENTKERNEL_FRONTEND`` or the magics' ``frontend`` setting can
+    force a choice.
+    """
+    choice = os.environ.get("AGENTKERNEL_FRONTEND") or forced
+    if choice not in FRONTENDS:
+        raise ValueError(f"unknown front end {choice!r}; valid: {', '.join(FRONTENDS)}")
+    if choice != "auto":
+        return choice  # type: ignore[return-value]
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return "stdin" if sys.stdin is not None and sys.stdin.isatty() else "headless"
+    parent = kernel.get_parent() or {}
+    return "widget" if parent.get("content", {}).get("allow_stdin", False) else "headless"
+
+
+async def run_cell_turn(
+    shell: Any,
+    session: Session,
+    prompt: str,
+    *,
+    frontend: Frontend,
+    permission_mode: PermissionMode | None = None,
+    quiet: bool = False,
+) -> TurnRecord:
+    """Stream one turn of `session` into the current cell and return its record."""
+    view = TurnView(
+        session_name=session.name,
+        backend=session.backend_name,
+        model=session.model,
+        headless=frontend != "widget",
+        quiet=quiet,
+    )
+    view.display()
+    ticker = asyncio.ensure_future(_tick(view))
+    fallbacks: set[asyncio.Future[Any]] = set()
+    interrupted = False
+    try:
+        async for event in session.stream(
+            prompt, permission_mode=permission_mode, can_ask=frontend != "headless"
+        ):
+            view.handle(event)
+            if isinstance(event, (PermissionRequest, Question)):
+                if frontend == "stdin":
+                    _ask_on_stdin(shell, event)
+                elif frontend == "widget":
+                    task = asyncio.ensure_future(_fallback_if_unseen(shell, view, event))
+                    fallbacks.add(task)
+                    task.add_done_callback(fallbacks.discard)
+    except asyncio.CancelledError:
+        interrupted = True
+        await session.interrupt()
+        await session.wait_for_idle(timeout=10)
+    finally:
+        ticker.cancel()
+        for task in fallbacks:
+            task.cancel()
+    record = session.history[-1]
+    view.finish(provenance(session, record), interrupted=interrupted)
+    return record
+
+
+async def _tick(view: TurnView) -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        view.flush()
+
+
+async def _fallback_if_unseen(shell: Any, view: TurnView, event: Event) -> None:
+    """No widget view appeared (a front end without widgets): ask on stdin, or let the
+    permission mode's default (deny) answer, saying why."""
+    await asyncio.sleep(RENDER_GRACE_S)
+    if view.rendered or event.decided:  # type: ignore[attr-defined]
+        return
+    if _stdin_allowed(shell):
+        _ask_on_stdin(shell, event)
+        return
+    reason = "No front end could show the approval buttons, so it was denied."
+    if isinstance(event, Question):
+        event.decline(reason, by="policy")
+    elif isinstance(event, PermissionRequest):
+        event.deny(reason, by="policy")
+
+
+def _stdin_allowed(shell: Any) -> bool:
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return sys.stdin is not None and sys.stdin.isatty()
+    return bool((kernel.get_parent() or {}).get("content", {}).get("allow_stdin", False))
+
+
+def _ask_on_stdin(shell: Any, event: Event) -> None:
+    """Ask in the front end's input box (or the terminal); blocks the kernel thread, which is
+    fine: the answer arrives on the stdin channel, not as a widget click."""
+    ask = getattr(getattr(shell, "kernel", None), "raw_input", None) or input
+    if isinstance(event, PermissionRequest):
+        answer = ask(
+            f"Allow {event.tool_name} {_brief(event.input)}? [y]es / [a]lways / [n]o (reason): "
+        ).strip()
+        if answer.lower() in ("y", "yes"):
+            event.allow()
+        elif answer.lower() in ("a", "always"):
+            event.allow_always()
+        else:
+            reason = answer[1:].strip() if answer.lower().startswith("n") else answer
+            event.deny(reason)
+    elif isinstance(event, Question):
+        answers: dict[str, str] = {}
+        for q in event.questions:
+            options = [o["label"] for o in q.get("options", [])]
+            menu = "".join(f"\n  {i}. {label}" for i, label in enumerate(options, 1))
+            reply = ask(f"{q['question']}{menu}\nAnswer (number or text): ").strip()
+            if reply.isdigit() and 1 <= int(reply) <= len(options):
+                reply = options[int(reply) - 1]
+            answers[q["question"]] = reply
+        event.answer(answers)
+
+
+def _brief(tool_input: dict[str, Any]) -> str:
+    text = str(tool_input.get("command") or tool_input.get("file_path") or tool_input)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def provenance(session: Session, record: TurnRecord) -> dict[str, Any]:
+    """What the saved output records about how it was made (kept in the output's metadata)."""
+    decisions = [e.to_dict() for e in record.events if e.type == "permission_decided"]
+    return {
+        "session_id": session.id,
+        "session_name": session.name,
+        "backend": session.backend_name,
+        "backend_session_id": record.backend_session_id,
+        "model": session.model,
+        "turn": record.number,
+        "status": record.status,
+        "cost_usd": round(record.usage.cost_usd, 6),
+        "input_tokens": record.usage.input_tokens,
+        "output_tokens": record.usage.output_tokens,
+        "approvals": [
+            {k: d[k] for k in ("tool_name", "behavior", "always", "by", "reason")}
+            for d in decisions
+        ],
+    }

@@ -1,0 +1,110 @@
+"""Drive a real ipykernel through jupyter_client the way a front end does."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+
+
+@dataclass
+class CellRun:
+    """What one execute_request produced."""
+
+    msg_id: str
+    reply: dict[str, Any] | None = None
+    iopub: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return (self.reply or {}).get("content", {}).get("status", "pending")
+
+    @property
+    def stdout(self) -> str:
+        return "".join(
+            m["content"]["text"]
+            for m in self.iopub
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+        )
+
+    @property
+    def error(self) -> str:
+        """Error messages, and stderr (where IPython prints a UsageError)."""
+        errors = [m["content"] for m in self.iopub if m["msg_type"] == "error"]
+        stderr = "".join(
+            m["content"]["text"]
+            for m in self.iopub
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
+        )
+        return "\n".join([*(f"{e['ename']}: {e['evalue']}" for e in errors), stderr]).strip()
+
+    def outputs(self, mime: str = "text/plain") -> list[str]:
+        """Every display_data / execute_result payload of one MIME type, in order."""
+        found = []
+        for m in self.iopub:
+            if m["msg_type"] in ("display_data", "execute_result", "update_display_data"):
+                data = m["content"].get("data", {})
+                if mime in data:
+                    found.append(data[mime])
+        return found
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [m for m in self.iopub if m["msg_type"] in types]
+
+
+class KernelDriver:
+    """Sends execute requests and collects their iopub messages; lets a test act while a cell
+    is still running (send comm messages, interrupt)."""
+
+    def __init__(self, client: BlockingKernelClient) -> None:
+        self.client = client
+
+    def start(self, code: str, *, allow_stdin: bool = False) -> CellRun:
+        msg_id = self.client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
+        return CellRun(msg_id)
+
+    def pump(self, run: CellRun, until: float = 0.1) -> None:
+        """Collect iopub messages for `run` for `until` seconds."""
+        deadline = time.monotonic() + until
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == run.msg_id:
+                run.iopub.append(msg)
+
+    def wait_for(self, run: CellRun, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
+        """Pump until an iopub message of `run` satisfies `predicate`; return it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for msg in run.iopub[seen:]:
+                if predicate(msg):
+                    return msg
+            seen = len(run.iopub)
+            self.pump(run, 0.05)
+        raise TimeoutError(f"no matching iopub message in {timeout} s; got {len(run.iopub)}")
+
+    def finish(self, run: CellRun, timeout: float = 120.0) -> CellRun:
+        """Wait for the execute_reply and the idle status that closes the cell."""
+        run.reply = self.client.get_shell_msg(timeout=timeout)
+        while run.reply["parent_header"].get("msg_id") != run.msg_id:
+            run.reply = self.client.get_shell_msg(timeout=timeout)
+        self.wait_for(
+            run,
+            lambda m: m["msg_type"] == "status" and m["content"]["execution_state"] == "idle",
+            timeout,
+        )
+        return run
+
+    def run(self, code: str, *, allow_stdin: bool = False, timeout: float = 120.0) -> CellRun:
+        return self.finish(self.start(code, allow_stdin=allow_stdin), timeout)
+
+    def send_comm(self, comm_id: str, data: dict[str, Any]) -> None:
+        """A comm_msg on the shell channel, exactly as a front end sends a widget event."""
+        msg = self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.client.shell_channel.send(msg)

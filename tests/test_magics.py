@@ -1,0 +1,150 @@
+"""%%agent / %agent in a real ipykernel (jupyter_client), on the real CLI and scripted model."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
+
+from .conftest import agent_processes, wait_until_gone
+from .kernel_client import KernelDriver
+
+
+@pytest.fixture
+def kernel(
+    agent_env: dict[str, str], workspace: Path
+) -> Iterator[tuple[KernelManager, KernelDriver]]:
+    env = {**os.environ, **agent_env}
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(workspace))
+    driver = KernelDriver(kc)
+    loaded = driver.run("%load_ext agentkernel")
+    assert loaded.status == "ok", loaded.error
+    before = {p.pid for p in agent_processes()}
+    yield km, driver
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+    leftover = [p.pid for p in agent_processes() if p.pid not in before]
+    assert wait_until_gone(leftover) == [], "an agent CLI outlived the kernel"
+
+
+def test_headless_turn_prints_text_and_keeps_a_static_output(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    server.add(Reply(match="hello", blocks=[text("Hi **there**, from the model.")]))
+    _, driver = kernel
+    run = driver.run("%%agent\nhello agent")
+    assert run.status == "ok", run.error
+    assert "Hi **there**, from the model." in run.stdout + "".join(run.outputs())
+    markdown = run.outputs("text/markdown")
+    assert markdown and "Hi **there**, from the model." in markdown[-1]
+    assert not run.of_type("comm_open"), "a headless run must not open widgets"
+    metadata = [m["content"]["metadata"] for m in run.of_type("display_data")]
+    provenance = [m["agentkernel"] for m in metadata if "agentkernel" in m]
+    assert provenance and provenance[-1]["backend"] == "claude"
+    assert provenance[-1]["status"] == "completed"
+
+
+def test_headless_tool_request_is_denied_by_default_and_said(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver], workspace: Path
+) -> None:
+    server.add(
+        Reply(match="make", blocks=[tool_use("Bash", {"command": "touch made.txt"})]),
+        Reply(match="tool_error", blocks=[text("It was refused.")]),
+    )
+    _, driver = kernel
+    run = driver.run("%%agent\nmake the file")
+    assert run.status == "ok", run.error
+    assert not (workspace / "made.txt").exists()
+    shown = run.stdout + "".join(run.outputs())
+    assert "denied" in shown.lower() and "It was refused." in shown
+
+
+def test_context_output_variable_and_errors(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    server.add(
+        Reply(match="value is 21", blocks=[text("Twice that is 42.\n```python\ny = 42\n```")]),
+        Reply(match="summarise", blocks=[text("Summarised.")]),
+    )
+    _, driver = kernel
+    assert driver.run("x = 21\ndata = list(range(100))").status == "ok"
+    run = driver.run("%%agent -o reply\nthe value is {x}; braces {{stay}}")
+    assert run.status == "ok", run.error
+    assert "the value is 21; braces {stay}" in server.requests[-1].last_user_text
+    check = driver.run("print(repr(reply))")
+    assert "Twice that is 42." in check.stdout
+
+    run = driver.run("%%agent --context data\nsummarise it")
+    assert run.status == "ok", run.error
+    assert "`data`: list" in server.requests[-1].last_user_text
+
+    undefined = driver.run("%%agent\nwhat about {missing_name}?")
+    assert undefined.status == "error"
+    assert "undefined name(s): missing_name" in undefined.error
+    bad_option = driver.run("%%agent --permission-mode yolo\nhi")
+    assert bad_option.status == "error" and "invalid choice" in bad_option.error
+    assert "allow-all" in bad_option.error
+    empty = driver.run("%%agent\n   ")
+    assert empty.status == "error" and "empty" in empty.error
+
+
+def test_line_magics_manage_sessions(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver], tmp_path: Path
+) -> None:
+    server.add(Reply(blocks=[text("ok")], times=0))
+    _, driver = kernel
+    assert driver.run("%%agent\nfirst").status == "ok"
+    listing = driver.run("%agent list")
+    assert "* default" in listing.stdout and "claude" in listing.stdout
+    assert "new session 'side'" in driver.run("%agent new side").stdout.lower()
+    assert driver.run("%%agent\nto side").status == "ok"
+    history = driver.run("%agent history")
+    assert "to side" in history.stdout and "first" not in history.stdout
+    assert "Current session: 'default'" in driver.run("%agent use default").stdout
+    assert "turns 1" in driver.run("%agent stats").stdout
+    assert "Forked 'default'" in driver.run("%agent fork").stdout
+    assert "always allowed: nothing" in driver.run("%agent permissions").stdout
+    exported = tmp_path / "export.md"
+    assert driver.run(f"%agent export {exported} --session default").status == "ok"
+    assert "first" in exported.read_text()
+    as_notebook = tmp_path / "export.ipynb"
+    assert driver.run(f"%agent export {as_notebook} -s default").status == "ok"
+    notebook = nbformat.read(as_notebook, as_version=4)
+    nbformat.validate(notebook)
+    assert any("first" in cell.source for cell in notebook.cells)
+    unknown = driver.run("%agent frobnicate")
+    assert unknown.status == "error" and "valid: new, list, use" in unknown.error
+    missing = driver.run("%agent use nope")
+    assert missing.status == "error" and "no session named 'nope'" in missing.error
+    assert "closed 'side'" in driver.run("%agent close side").stdout.lower()
+    assert "%agent" in driver.run("%agent help").stdout
+
+
+def test_kernel_interrupt_stops_the_turn_and_the_session_continues(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    server.add(
+        Reply(match="slow", blocks=[text("y" * 6000)], chunk_size=2, delay=0.01),
+        Reply(match="again", blocks=[text("Back again.")]),
+    )
+    km, driver = kernel
+    run = driver.start("%%agent\na slow story")
+    driver.wait_for(run, lambda m: m["msg_type"] == "stream" and "y" in m["content"]["text"])
+    started = time.monotonic()
+    km.interrupt_kernel()
+    driver.finish(run, timeout=30)
+    took = time.monotonic() - started
+    assert run.status == "ok", run.error
+    assert "interrupted" in (run.stdout + "".join(run.outputs())).lower()
+    assert took < 2.0, f"the interrupted cell took {took:.2f} s to end"
+    again = driver.run("%%agent\nagain please")
+    assert again.status == "ok" and "Back again." in again.stdout + "".join(again.outputs())
+    sent = str((server.requests[-1].body or {}).get("messages"))
+    assert "a slow story" in sent
