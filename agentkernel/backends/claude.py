@@ -550,21 +550,28 @@ def _default_cli() -> Path | None:
 
 
 def _detached_launcher(cli: Path) -> str:
-    """A launcher that runs `cli` in a session of its own, then execs it (same pid).
+    """A launcher that runs `cli` in a session of its own, tied to our life, then execs it
+    (same pid).
 
     Why: Jupyter interrupts a kernel by signalling its whole process group, and the CLI quits
     on SIGINT, so every interrupt (even of an unrelated Python cell) would kill the agents of
-    that kernel. Detached, the CLI hears only our own interrupt request. The SDK offers no
-    hook into how it spawns the CLI, hence this small exec wrapper.
+    that kernel. Detached, the CLI hears only our own interrupt request. Detached, it would
+    also outlive a kernel killed with SIGKILL, so on Linux it asks the kernel to send it
+    SIGTERM when its parent dies. The SDK offers no hook into how it spawns the CLI, hence
+    this small exec wrapper.
     """
     if not hasattr(os, "setsid"):
         return str(cli)
-    source = (
-        f"#!{sys.executable}\n"
-        "import os, sys\n"
-        "os.setsid()\n"
-        f"os.execv({str(cli)!r}, [{str(cli)!r}, *sys.argv[1:]])\n"
-    )
+    lines = [f"#!{sys.executable}", "import os, sys", "parent = os.getppid()", "os.setsid()"]
+    if sys.platform.startswith("linux"):
+        lines += [
+            "import ctypes, signal",
+            "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG",
+            "if os.getppid() != parent:",
+            "    sys.exit(1)",
+        ]
+    lines.append(f"os.execv({str(cli)!r}, [{str(cli)!r}, *sys.argv[1:]])")
+    source = "\n".join(lines) + "\n"
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
     launcher = folder / f"claude-{digest}"
