@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -14,7 +15,7 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
 from .conftest import agent_processes, wait_until_gone
-from .kernel_client import KernelDriver
+from .kernel_client import CellRun, KernelDriver
 
 
 @pytest.fixture
@@ -148,3 +149,114 @@ def test_kernel_interrupt_stops_the_turn_and_the_session_continues(
     assert again.status == "ok" and "Back again." in again.stdout + "".join(again.outputs())
     sent = str((server.requests[-1].body or {}).get("messages"))
     assert "a slow story" in sent
+
+
+# -- approvals inside the running cell (the test plays the front end) -----------------------
+
+
+def _button(run: CellRun, css_class: str, label: str | None = None) -> str:
+    """The comm id of a widget Button carrying `css_class` (and `label`) opened by `run`."""
+    for msg in run.of_type("comm_open"):
+        state = msg["content"]["data"].get("state", {})
+        if (
+            state.get("_model_name") == "ButtonModel"
+            and css_class in state.get("_dom_classes", [])
+            and (label is None or state.get("description") == label)
+        ):
+            return msg["content"]["comm_id"]
+    raise LookupError(css_class)
+
+
+def _has_button(css_class: str, label: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    def check(msg: dict[str, Any]) -> bool:
+        if msg["msg_type"] != "comm_open":
+            return False
+        state = msg["content"]["data"].get("state", {})
+        return css_class in state.get("_dom_classes", []) and (
+            label is None or state.get("description") == label
+        )
+
+    return check
+
+
+def _announce_views(driver: KernelDriver, run: CellRun) -> None:
+    """What a widget front end does when it draws the live view: each block says so."""
+    for msg in run.of_type("comm_open"):
+        if msg["content"]["data"].get("state", {}).get("_model_name") == "AnyModel":
+            driver.send_comm(
+                msg["content"]["comm_id"], {"method": "custom", "content": {"rendered": True}}
+            )
+
+
+def _click(driver: KernelDriver, comm_id: str) -> None:
+    driver.send_comm(comm_id, {"method": "custom", "content": {"event": "click"}})
+
+
+@pytest.mark.parametrize("choice", ["allow", "deny"])
+def test_approval_click_answers_the_running_cell(
+    choice: str,
+    server: ScriptedModelServer,
+    kernel: tuple[KernelManager, KernelDriver],
+    workspace: Path,
+) -> None:
+    server.add(
+        Reply(match="make", blocks=[tool_use("Bash", {"command": "echo hi > clicked.txt"})]),
+        Reply(match="tool_error", blocks=[text("You said no.")]),
+        Reply(match="tool_result", blocks=[text("File made.")]),
+    )
+    _, driver = kernel
+    run = driver.start("%%agent\nmake the file", allow_stdin=True)
+    driver.wait_for(run, _has_button("agentkernel-deny"))
+    _announce_views(driver, run)
+    if choice == "deny":
+        reason = next(
+            m["content"]["comm_id"]
+            for m in run.of_type("comm_open")
+            if "agentkernel-reason" in m["content"]["data"]["state"].get("_dom_classes", [])
+        )
+        driver.send_comm(
+            reason, {"method": "update", "state": {"value": "not today"}, "buffer_paths": []}
+        )
+    _click(driver, _button(run, f"agentkernel-{choice}"))
+    driver.finish(run, timeout=60)
+    assert run.status == "ok", run.error
+    final = "".join(run.outputs())
+    if choice == "allow":
+        assert (workspace / "clicked.txt").read_text() == "hi\n"
+        assert "File made." in final
+    else:
+        assert not (workspace / "clicked.txt").exists()
+        assert "You said no." in final
+        assert "not today" in server.requests[-1].last_user_text
+    provenance = [
+        m["content"]["metadata"]["agentkernel"]
+        for m in run.of_type("display_data", "update_display_data")
+        if "agentkernel" in m["content"].get("metadata", {})
+    ]
+    assert provenance[-1]["approvals"][0]["behavior"] == choice
+    assert provenance[-1]["approvals"][0]["by"] == "user"
+
+
+def test_question_option_click_reaches_the_model(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    question = {
+        "question": "Which format?",
+        "header": "Format",
+        "options": [{"label": "CSV", "description": ""}, {"label": "Parquet", "description": ""}],
+        "multiSelect": False,
+    }
+    server.add(
+        Reply(match="export", blocks=[tool_use("AskUserQuestion", {"questions": [question]})]),
+        Reply(match="tool_result", blocks=[text("Parquet it is.")]),
+    )
+    _, driver = kernel
+    run = driver.start("%%agent\nexport the data", allow_stdin=True)
+    driver.wait_for(run, _has_button("agentkernel-option", "Parquet"))
+    _announce_views(driver, run)
+    # One single-choice question: the option click itself answers it.
+    _click(driver, _button(run, "agentkernel-option", "Parquet"))
+    driver.finish(run, timeout=60)
+    assert run.status == "ok", run.error
+    assert "Parquet" in server.requests[-1].last_user_text
+    assert "Parquet it is." in "".join(run.outputs())
