@@ -260,3 +260,36 @@ def test_question_option_click_reaches_the_model(
     assert run.status == "ok", run.error
     assert "Parquet" in server.requests[-1].last_user_text
     assert "Parquet it is." in "".join(run.outputs())
+
+
+def test_widget_turn_streams_coalesced_updates_and_ends_static(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    story = "".join(f"word{i} " for i in range(1500))
+    server.add(Reply(match="stream", blocks=[text(story)], chunk_size=3, delay=0.001))
+    _, driver = kernel
+    run = driver.start("%%agent\nstream a story", allow_stdin=True)
+    driver.wait_for(run, lambda m: m["msg_type"] == "comm_open")
+    _announce_views(driver, run)
+    driver.finish(run, timeout=120)
+    assert run.status == "ok", run.error
+
+    opened = run.of_type("comm_open")
+    assert any(m["content"]["data"]["state"].get("_model_name") == "AnyModel" for m in opened)
+    updates = run.of_type("comm_msg")
+    appended = "".join(
+        m["content"]["data"].get("content", {}).get("append", "")
+        for m in updates
+        if m["content"]["data"].get("method") == "custom"
+    )
+    assert appended and story.startswith(appended), "streamed text arrives in order, unchanged"
+    # The tail of a block that completes right as the turn ends goes straight into the static
+    # output below (finish replaces the widget): nothing is lost on the way.
+    times = sorted(m["header"]["date"].timestamp() for m in updates)
+    span = max(times[-1] - times[0], 1e-3)
+    batches = len({round(t, 2) for t in times})  # messages sent in one flush share a moment
+    assert span > 1.0, "the reply should stream for a while"
+    assert batches / span <= 25, f"{batches} update batches in {span:.2f} s"
+    final = run.outputs("text/plain")
+    assert final and story.strip() in final[-1], "the static output holds the whole text"
+    assert run.outputs("text/html"), "the static output has an HTML rendering"
