@@ -46,8 +46,10 @@ from agentkernel.events import (
 
 __all__ = [
     "Block",
+    "QuestionBlock",
     "StreamBlock",
     "TextPrinter",
+    "ToolBlock",
     "Transcript",
     "html",
     "input_diff",
@@ -207,11 +209,20 @@ def _input_view(name: str, input: dict[str, Any]) -> tuple[str, tuple[str, str] 
     return "", ("json", whole)
 
 
-def _decision_words(d: PermissionDecided, *, with_tool: bool) -> tuple[bool, str]:
+def _decision_words(
+    d: PermissionDecided, *, with_tool: bool, question: Question | None = None
+) -> tuple[bool, str]:
+    """(allowed, words) for a decision: "Allowed Bash (by user)", "Denied (by rule): why", or
+    for a question "Answered (by user)" / "Declined (by user)"; ``with_tool`` names the tool,
+    or for a question the answers (when no card shows them)."""
     allowed = d.behavior == "allow"
-    verb = ("Always allowed" if d.always else "Allowed") if allowed else "Denied"
-    words = f"{verb} {d.tool_name}" if with_tool else verb
-    words += f" (by {d.by})"
+    if question is not None:
+        answers = "; ".join(_answers(question).values()) if with_tool else ""
+        verb = (f"Answered: {answers}" if answers else "Answered") if allowed else "Declined"
+    else:
+        verb = ("Always allowed" if d.always else "Allowed") if allowed else "Denied"
+        verb = f"{verb} {d.tool_name}" if with_tool else verb
+    words = f"{verb} (by {d.by})"
     if not allowed and d.reason:
         words += f": {d.reason}"
     return allowed, words
@@ -226,7 +237,9 @@ def _usage_words(usage: Usage) -> str:
 
 
 def _status_words(end: TurnEnded) -> str:
-    """The footer: stop reason, tokens, cost, duration and model calls."""
+    """The Markdown / HTML footer: stop reason, tokens, cost, duration and model calls. (Plain
+    text keeps only the stop reason: token counts follow the prompt, which holds paths and
+    dates, so they differ from run to run.)"""
     parts = [end.stop_reason]
     if usage := _usage_words(end.usage):
         parts.append(usage)
@@ -405,7 +418,7 @@ class ToolBlock(Block):
             if body:
                 parts.append(_md_body(*body))
         if self.decided is not None:
-            allowed, words = _decision_words(self.decided, with_tool=False)
+            allowed, words = _decision_words(self.decided, with_tool=False, question=self.question)
             parts.append(f"{'✔' if allowed else '✖'} {words}")
         if self.result is not None:
             parts.append(_result_md(self.result))
@@ -418,7 +431,7 @@ class ToolBlock(Block):
         else:
             inner = _tool_html(self.name, self.input, _badge(label, color))
         if self.decided is not None:
-            inner += _decision_html(self.decided, with_tool=False)
+            inner += _decision_html(self.decided, with_tool=False, question=self.question)
         if self.result is not None:
             inner += _result_html(self.result)
         return f'<div style="{_CARD}">{inner}</div>'
@@ -460,8 +473,10 @@ def _result_html(result: ToolResult) -> str:
     )
 
 
-def _decision_html(d: PermissionDecided, *, with_tool: bool) -> str:
-    allowed, words = _decision_words(d, with_tool=with_tool)
+def _decision_html(
+    d: PermissionDecided, *, with_tool: bool, question: Question | None = None
+) -> str:
+    allowed, words = _decision_words(d, with_tool=with_tool, question=question)
     icon, color = ("✔", _GREEN) if allowed else ("✖", _RED)
     return f'<div style="color:{color};font-size:0.9em">{icon} {_esc(words)}</div>'
 
@@ -505,10 +520,16 @@ class QuestionBlock(Block):
     decided: PermissionDecided | None = None
 
     def markdown(self) -> str:
-        return _question_md(self.question)
+        if self.decided is None:
+            return _question_md(self.question)
+        allowed, words = _decision_words(self.decided, with_tool=False, question=self.question)
+        return f"{_question_md(self.question)}\n\n{'✔' if allowed else '✖'} {words}"
 
     def html(self) -> str:
-        return f'<div style="{_CARD}">{_question_html(self.question)}</div>'
+        inner = _question_html(self.question)
+        if self.decided is not None:
+            inner += _decision_html(self.decided, with_tool=False, question=self.question)
+        return f'<div style="{_CARD}">{inner}</div>'
 
 
 @dataclass(eq=False)
@@ -807,6 +828,7 @@ class TextPrinter:
         self._answer: list[str] = []  # quiet: the last text block, printed at the end
         self._answer_open = False
         self._names: dict[str, str] = {}  # tool_use_id -> name
+        self._asked: dict[str, Question] = {}  # request_id -> question
         self._tool = ""  # tool_use_id of the card the last lines belong to
         self._plan: dict[str, str] = {}  # item -> status at the last printed plan
         self._turn_has_text = False
@@ -907,11 +929,13 @@ class TextPrinter:
             if isinstance(event, PermissionRequest):
                 chunk = self._emit("tool", f"? Permission requested: {event.tool_name}\n")
             else:
-                allowed, words = _decision_words(event, with_tool=True)
+                asked = self._asked.get(event.request_id)
+                allowed, words = _decision_words(event, with_tool=True, question=asked)
                 chunk = self._emit("tool", f"{'✔' if allowed else '✖'} {words}\n")
             self._tool = keep  # the result still belongs under its call
             return chunk
         if isinstance(event, Question):
+            self._asked[event.request_id] = event
             return self._emit("tool", _question_text(event))
         if isinstance(event, FileChange):
             clipped, note = _clip(event.diff, TEXT_CAP) if event.diff else ("", "")
@@ -952,10 +976,7 @@ class TextPrinter:
             out += self._emit("error", f"✖ {event.result}\n")
         elif event.result and not self._turn_has_text:
             out += self._emit("text", event.result.rstrip("\n") + "\n")
-        words = event.stop_reason
-        if tokens := _usage_words(event.usage):
-            words += f" · {tokens}"
-        return out + self._emit("end", f"── {words}\n")
+        return out + self._emit("end", f"── {event.stop_reason}\n")
 
 
 def _tool_line(name: str, input: dict[str, Any]) -> str:

@@ -13,9 +13,11 @@ through the `PermissionRequest` / `Question` events themselves.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import queue
@@ -184,10 +186,8 @@ class _Core:
         """Payload fields holding a secret, redacted: nothing downstream (view, store, history,
         handlers) ever sees the secret."""
         changed: dict[str, Any] = {}
-        for f in dataclasses.fields(event):
-            if f.name.startswith("_") or f.name in ("session_id", "turn", "seq", "timestamp"):
-                continue
-            value = getattr(event, f.name)
+        for name in _payload_fields(type(event)):
+            value = getattr(event, name)
             if isinstance(value, str):
                 clean: Any = self.redact.text(value)
             elif isinstance(value, (dict, list)):
@@ -195,7 +195,7 @@ class _Core:
             else:
                 continue
             if clean != value:
-                changed[f.name] = clean
+                changed[name] = clean
         return changed
 
     def persist(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -304,8 +304,7 @@ class _Core:
     def _backend_alive(self) -> bool:
         """Whether the agent process still runs; one that died (a crash, a signal) is
         reconnected on the next turn, resuming the conversation."""
-        pids = self.backend.pids() if self.backend is not None else []
-        return bool(pids) and all(_pid_alive(p) for p in pids)
+        return self.backend is not None and bool(self.backend.pids())
 
     async def disconnect(self, final: bool = False) -> CloseResult:
         if self.current is not None:
@@ -350,7 +349,10 @@ class _Core:
         self.history.append(record)
         self.current = turn
         self.redact = redactor(self.config.env)
-        self.persist("start_turn", self.session_id, record.number, record.prompt)
+        # The turn's row is written while the prompt travels to the agent, not before.
+        started_row = asyncio.get_running_loop().run_in_executor(
+            None, self.persist, "start_turn", self.session_id, record.number, record.prompt
+        )
         refusal = self._budget_refusal()
         if refusal:
             record.status, record.error = "refused", refusal
@@ -382,6 +384,7 @@ class _Core:
                 self.emit(
                     TurnEnded(stop_reason="interrupted", duration_s=time.monotonic() - started)
                 )
+        await started_row
         self._finish_record(record)
         return record
 
@@ -484,6 +487,57 @@ class _Core:
                 future.set_result(Decision("deny", reason=reason, by="user"))
 
 
+@functools.cache
+def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
+    """The fields of an event class that may carry text from the agent (not the envelope)."""
+    envelope = {"session_id", "turn", "seq", "timestamp"}
+    return tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if not f.name.startswith("_") and f.name not in envelope
+    )
+
+
+class _Handoff:
+    """Events from the runtime thread to a consumer on another loop, with one wake-up per
+    burst: a wake-up per event (thousands a second while text streams) costs more than
+    everything else the session does with the event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[Event] = collections.deque()
+        self._lock = threading.Lock()
+        self._signalled = False
+        self._ready = asyncio.Event()
+
+    def put(self, event: Event) -> None:
+        with self._lock:
+            self._items.append(event)
+            if self._signalled:
+                return
+            self._signalled = True
+        self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def take(self, timeout: float) -> list[Event]:
+        """Everything queued; waits up to `timeout` for something (may return nothing).
+
+        asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow the caller's
+        cancellation (a kernel interrupt) when the awaited thing completes at the same time.
+        """
+        if not self._ready.is_set():
+            waiter = asyncio.ensure_future(self._ready.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=timeout)
+            finally:
+                waiter.cancel()
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._signalled = False
+            self._ready.clear()
+        return items
+
+
 def _dispatch(sub: _Subscription, event: Event) -> None:
     def invoke() -> None:
         try:
@@ -505,14 +559,6 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return "cli_crashed"
     return "internal"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(") ")[-1][:1] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _finalize(core: _Core) -> None:
@@ -813,39 +859,32 @@ class Session:
         permission mode then decides (and defaults to deny). Leaving the loop early (break,
         cancellation, a kernel interrupt) interrupts the turn.
         """
-        caller = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
+        handoff = _Handoff(asyncio.get_running_loop())
         turn = self._new_turn(
             prompt,
             images,
-            lambda e: caller.call_soon_threadsafe(events.put_nowait, e),
+            handoff.put,
             can_ask,
             permission_mode,
             permission_handler,
         )
         running = _runtime.submit(self._core.run_turn(turn[0], turn[1]))
         finished = False
-        getter: asyncio.Future[Event] | None = None
         try:
-            while True:
-                # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow the
-                # caller's cancellation (a kernel interrupt) when an event arrives at once.
-                getter = getter or asyncio.ensure_future(events.get())
-                done, _ = await asyncio.wait({getter}, timeout=_WAKE_INTERVAL_S)
-                if not done:
-                    if running.done() and events.empty():
+            while not finished:
+                batch = await handoff.take(_WAKE_INTERVAL_S)
+                if not batch:
+                    if running.done():
                         running.result()  # raises what the turn raised (e.g. a refusal)
                         return
                     continue
-                event, getter = getter.result(), None
-                yield event
-                if isinstance(event, TurnEnded):
-                    finished = True
-                    break
+                for event in batch:
+                    yield event
+                    if isinstance(event, TurnEnded):
+                        finished = True
+                        break
             await asyncio.wrap_future(running)
         finally:
-            if getter is not None:
-                getter.cancel()
             if not finished and not running.done():
                 _runtime.submit(self._core.interrupt())
 

@@ -562,7 +562,8 @@ def _detached_launcher(cli: Path) -> str:
     """
     if not hasattr(os, "setsid"):
         return str(cli)
-    lines = [f"#!{sys.executable}", "import os, sys", "parent = os.getppid()", "os.setsid()"]
+    # -I -S: no site packages or user paths to scan; the launcher needs only os and ctypes.
+    lines = [f"#!{sys.executable} -IS", "import os, sys", "parent = os.getppid()", "os.setsid()"]
     if sys.platform.startswith("linux"):
         lines += [
             "import ctypes, signal",

@@ -31,7 +31,7 @@ from agentkernel.render import tool_input_html
 
 __all__ = ["ApprovalPrompt", "Prompt", "QuestionPrompt", "close_tree"]
 
-_BOX = "border:1px solid rgba(191,135,0,0.6);border-radius:6px;padding:4px 8px;margin:6px 0"
+_BORDER = "1px solid rgba(191,135,0,0.6)"
 
 
 def close_tree(widget: widgets.Widget) -> None:
@@ -72,8 +72,11 @@ class Prompt(widgets.VBox):
     def __init__(self, info: str, controls: list[widgets.Widget]) -> None:
         self._outcome = widgets.HTML()
         self._controls = controls
-        info_box = widgets.HTML(f'<div style="{_BOX}">{info}</div>')
-        super().__init__([info_box, *controls, self._outcome], _dom_classes=["agentkernel-prompt"])
+        super().__init__(
+            [widgets.HTML(info), *controls, self._outcome],
+            _dom_classes=["agentkernel-prompt"],
+            layout=widgets.Layout(border=_BORDER, padding="2px 8px", margin="6px 0"),
+        )
 
     @property
     def settled(self) -> bool:
@@ -97,9 +100,10 @@ class Prompt(widgets.VBox):
 
 
 class ApprovalPrompt(Prompt):
-    """Allow / Always allow / Deny (with an optional reason) for one permission request."""
+    """Allow / Always allow / Deny (with an optional reason) for one permission request.
+    ``show_input`` repeats the tool's input (leave it off under the tool's own card)."""
 
-    def __init__(self, request: PermissionRequest) -> None:
+    def __init__(self, request: PermissionRequest, *, show_input: bool = True) -> None:
         self.event = request
         self.reason = widgets.Text(
             placeholder="Reason (optional, sent with Deny)", _dom_classes=["agentkernel-reason"]
@@ -118,10 +122,9 @@ class ApprovalPrompt(Prompt):
         self.allow_always.on_click(lambda _: self._resolved(request.allow_always()))
         self.deny.on_click(lambda _: self._resolved(request.deny(self.reason.value.strip())))
         why = f"<div><i>{html.escape(request.reason)}</i></div>" if request.reason else ""
-        info = (
-            f'<div style="font-weight:600">Allow {html.escape(request.tool_name)}?</div>'
-            f"{why}{tool_input_html(request.tool_name, request.input)}"
-        )
+        info = f'<div style="font-weight:600">Allow {html.escape(request.tool_name)}?</div>{why}'
+        if show_input:
+            info += tool_input_html(request.tool_name, request.input)
         buttons = widgets.HBox([self.allow, self.allow_always, self.deny, self.reason])
         super().__init__(info, [buttons])
 
@@ -132,10 +135,13 @@ class QuestionPrompt(Prompt):
 
     With a single single-choice question, clicking an option answers at once. Otherwise option
     buttons select, and Submit sends each question's free text, or else its selection.
+    ``show_question`` repeats the question and the options' descriptions (leave it off under
+    the question's own card; a lone question then shows only its controls).
     """
 
-    def __init__(self, question: Question) -> None:
+    def __init__(self, question: Question, *, show_question: bool = True) -> None:
         self.event = question
+        self._detailed = show_question or len(question.questions) > 1
         self._chosen: dict[str, list[str]] = {}  # question -> labels chosen, in option order
         self._free: dict[str, widgets.Text] = {}
         items = question.questions
@@ -148,14 +154,17 @@ class QuestionPrompt(Prompt):
         self.submit.on_click(lambda _: self._resolved(question.answer(self._answers())))
         self.decline.on_click(lambda _: self._resolved(question.decline()))
         controls.append(widgets.HBox([self.submit, self.decline]))
-        super().__init__('<div style="font-weight:600">The agent asks</div>', controls)
+        title = "The agent asks" if show_question else "Your answer"
+        super().__init__(f'<div style="font-weight:600">{title}</div>', controls)
 
     def _question_controls(self, item: dict[str, Any], *, immediate: bool) -> widgets.VBox:
         text = str(item.get("question", ""))
         header = str(item.get("header", "") or "")
         self._chosen[text] = []
         title = f"<b>{html.escape(header)}</b> " if header else ""
-        rows: list[widgets.Widget] = [widgets.HTML(f"<div>{title}{html.escape(text)}</div>")]
+        rows: list[widgets.Widget] = []
+        if self._detailed:
+            rows.append(widgets.HTML(f"<div>{title}{html.escape(text)}</div>"))
         options = [o for o in item.get("options", []) or [] if isinstance(o, dict)]
         if item.get("multi_select"):
             for option in options:
@@ -178,7 +187,7 @@ class QuestionPrompt(Prompt):
                 buttons.append(button)
             rows.append(widgets.HBox(buttons))
             described = [o for o in options if o.get("description")]
-            if described:
+            if described and self._detailed:
                 rows.append(widgets.HTML(self._descriptions(described)))
         free = widgets.Text(placeholder="Or type an answer", _dom_classes=["agentkernel-answer"])
         self._free[text] = free

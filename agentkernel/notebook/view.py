@@ -10,10 +10,11 @@ Updates are coalesced: `handle` only records what changed; `flush` (the caller's
 or `handle` itself once the interval has passed) sends it, at most one batch per interval,
 with streamed text sent as appended chunks only.
 
-Headless (nbclient, papermill, terminals): no widget; the plain text is printed as it comes
-(`agentkernel.render.TextPrinter`) and `finish` in a kernel replaces those prints with the
-static bundle (``clear_output(wait=True)`` then ``display``), so the notebook holds the turn
-once. Without a kernel (terminal IPython) nothing more is shown: the text is already there.
+Headless (nbclient, papermill, terminals): no widget. In a terminal (no kernel) the plain text
+is printed as it comes (`agentkernel.render.TextPrinter`) and is the whole output. In a kernel
+nobody watches the cell live, so `finish` displays the static bundle once and nothing is
+printed before it: the saved notebook holds the turn once (clearing earlier prints would need
+``clear_output``, which nbval does not replay).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import ipywidgets as widgets
 from IPython import get_ipython
-from IPython.display import DisplayHandle, clear_output, display
+from IPython.display import DisplayHandle, display
 
 from agentkernel.events import (
     Error,
@@ -37,7 +38,7 @@ from agentkernel.events import (
     TextDelta,
     ThinkingDelta,
 )
-from agentkernel.render import Block, StreamBlock, TextPrinter, Transcript
+from agentkernel.render import Block, QuestionBlock, StreamBlock, TextPrinter, ToolBlock, Transcript
 
 from ._widget import BlockWidget
 from .prompts import ApprovalPrompt, Prompt, QuestionPrompt, close_tree
@@ -71,6 +72,7 @@ class TurnView:
     ) -> None:
         self.title = " · ".join(p for p in (session_name, backend, model or "") if p)
         self.headless = headless
+        self._in_kernel = getattr(get_ipython(), "kernel", None) is not None
         self.quiet = quiet
         self.interval = interval
         self.updates_sent = 0
@@ -120,12 +122,13 @@ class TurnView:
             chunk = self._printer.feed(event)
             block = self._transcript.add(event)
             if self.headless:
-                if chunk:
+                if chunk and not self._in_kernel:
                     sys.stdout.write(chunk)
                     self._printed = True
+                self.flush()
+            elif self._record(event, block):
+                self.flush(force=True)  # a question for the user goes out at once
             else:
-                self._record(event, block)
-            if time.monotonic() - self._last_flush >= self.interval:
                 self.flush()
 
     def flush(self, *, force: bool = False) -> None:
@@ -172,7 +175,8 @@ class TurnView:
 
     # ------------------------------------------------------------------ recording
 
-    def _record(self, event: Event, block: Block | None) -> None:
+    def _record(self, event: Event, block: Block | None) -> bool:
+        """Note what ``event`` changed; returns whether it asks the user something."""
         if block is not None and not self.quiet and block not in self._placed:
             self._placed.add(block)
             self._items.append(block)
@@ -181,23 +185,28 @@ class TurnView:
             self._pending.setdefault(block, []).append(event.text)
         elif block is not None:
             self._dirty.add(block)
-        if isinstance(event, PermissionRequest | Question):
-            self._add_prompt(event)
-        elif isinstance(event, PermissionDecided):
+        if isinstance(event, PermissionDecided):
             self._drop_prompt(event.request_id)
+        if not isinstance(event, PermissionRequest | Question):
+            return False
+        # Under a card that already shows the tool's input or the question, the prompt
+        # carries only its controls.
+        carded = not self.quiet and isinstance(block, ToolBlock | QuestionBlock)
+        return self._add_prompt(event, carded=carded)
 
-    def _add_prompt(self, event: PermissionRequest | Question) -> None:
+    def _add_prompt(self, event: PermissionRequest | Question, *, carded: bool) -> bool:
         if event._decision is None or event.decided:
-            return  # a stored copy, or already settled by a rule or a policy
+            return False  # a stored copy, or already settled by a rule or a policy
         prompt: Prompt
         if isinstance(event, PermissionRequest):
-            prompt = ApprovalPrompt(event)
+            prompt = ApprovalPrompt(event, show_input=not carded)
         else:
-            prompt = QuestionPrompt(event)
+            prompt = QuestionPrompt(event, show_question=not carded)
         self._prompts[event.request_id] = prompt
         self._items.append(prompt)
         self._layout_changed = True
         self._last_status = 0.0  # the status line says at once that the turn waits for you
+        return True
 
     def _drop_prompt(self, request_id: str) -> None:
         """The decision is recorded in the tool's card now; the buttons can go."""
@@ -221,9 +230,9 @@ class TurnView:
             widget = self._widgets.get(block)
             if widget is None or (isinstance(block, StreamBlock) and not block.done):
                 continue
-            html = block.html()
-            if widget.html != html:
-                widget.html = html
+            drawn = block.html()
+            if widget.html != drawn:
+                widget.html = drawn
                 sent = True
         self._dirty.clear()
         for block, parts in self._pending.items():
@@ -270,10 +279,10 @@ class TurnView:
         now = time.monotonic()
         if self._status is None or (not force and now - self._last_status < STATUS_INTERVAL_S):
             return False
-        html = self._status_line(now)
-        if html == self._status_html:
+        line = self._status_line(now)
+        if line == self._status_html:
             return False
-        self._status.html = self._status_html = html
+        self._status.html = self._status_html = line
         self._last_status = now
         return True
 
@@ -281,7 +290,7 @@ class TurnView:
         t = self._transcript
         parts = [self.title] if self.title else []
         waiting = any(not p.event.decided for p in self._prompts.values())
-        parts.append("⏸ waiting for you" if waiting else "● running")
+        parts.append("waiting for you" if waiting else "● running")
         if t.usage.total_tokens:
             parts.append(f"{t.usage.total_tokens:,} tokens")
         if t.usage.cost_usd:
@@ -309,9 +318,5 @@ class TurnView:
     def _finish_headless(self, bundle: dict[str, str], extra: dict[str, Any]) -> None:
         if self._printed:
             sys.stdout.flush()
-        shell = get_ipython()  # type: ignore[no-untyped-call]
-        if getattr(shell, "kernel", None) is None:
-            return  # a terminal: the printed text is the output
-        if self._printed:
-            clear_output(wait=True)
-        display(bundle, raw=True, metadata=extra)
+        if self._in_kernel:
+            display(bundle, raw=True, metadata=extra)

@@ -1,0 +1,85 @@
+"""The notebooks in notebooks/ run headless (nbclient, via nbval) against the scripted model.
+
+nbval re-executes each notebook in a real kernel and compares every output with the one saved
+in the notebook. To refresh the saved outputs after a deliberate change:
+``AGENTKERNEL_REGENERATE_NOTEBOOKS=1 python -m pytest tests/test_notebooks.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from agentkernel._demo import demo_script
+from agentkernel.testing import ScriptedModelServer
+
+HERE = Path(__file__).resolve().parent
+NOTEBOOKS = HERE.parent / "notebooks"
+SANITIZE = HERE / "nbval_sanitize.cfg"
+PYTHON_NOTEBOOKS = ["quickstart.ipynb"]
+
+
+def _env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "claude-config"
+    config.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        **server.claude_env(),
+        "CLAUDE_CONFIG_DIR": str(config),
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }
+
+
+@pytest.mark.parametrize("name", PYTHON_NOTEBOOKS)
+def test_notebook_validates_with_nbval(name: str, tmp_path: Path) -> None:
+    copy = tmp_path / name
+    shutil.copy(NOTEBOOKS / name, copy)
+    with ScriptedModelServer(demo_script()) as server:
+        env = _env(server, tmp_path)
+        if os.environ.get("AGENTKERNEL_REGENERATE_NOTEBOOKS"):
+            _regenerate(NOTEBOOKS / name, tmp_path, env)
+            shutil.copy(NOTEBOOKS / name, copy)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--nbval",
+                str(copy),
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "--nbval-cell-timeout=120",
+                "--nbval-sanitize-with",
+                str(SANITIZE),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
+
+
+def _regenerate(path: Path, workdir: Path, env: dict[str, str]) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        client = NotebookClient(
+            notebook, timeout=300, resources={"metadata": {"path": str(workdir)}}
+        )
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    nbformat.write(notebook, path)
