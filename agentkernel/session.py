@@ -501,41 +501,45 @@ def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
 class _Handoff:
     """Events from the runtime thread to a consumer on another loop, with one wake-up per
     burst: a wake-up per event (thousands a second while text streams) costs more than
-    everything else the session does with the event."""
+    everything else the session does with the event. The consumer waits on a bare future
+    (no task, no asyncio.wait_for, which on Python < 3.12 can swallow the caller's
+    cancellation, e.g. a kernel interrupt, when the awaited thing completes at once)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._items: collections.deque[Event] = collections.deque()
         self._lock = threading.Lock()
-        self._signalled = False
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     def put(self, event: Event) -> None:
         with self._lock:
             self._items.append(event)
-            if self._signalled:
-                return
-            self._signalled = True
-        self._loop.call_soon_threadsafe(self._ready.set)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
 
     async def take(self, timeout: float) -> list[Event]:
-        """Everything queued; waits up to `timeout` for something (may return nothing).
-
-        asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow the caller's
-        cancellation (a kernel interrupt) when the awaited thing completes at the same time.
-        """
-        if not self._ready.is_set():
-            waiter = asyncio.ensure_future(self._ready.wait())
-            try:
-                await asyncio.wait({waiter}, timeout=timeout)
-            finally:
-                waiter.cancel()
+        """Everything queued; waits up to `timeout` for something (may return nothing)."""
         with self._lock:
+            if not self._items:
+                self._waiter = self._loop.create_future()
+            waiter = self._waiter
+        if waiter is not None:
+            timer = self._loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+        with self._lock:
+            self._waiter = None
             items = list(self._items)
             self._items.clear()
-            self._signalled = False
-            self._ready.clear()
         return items
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _dispatch(sub: _Subscription, event: Event) -> None:
