@@ -14,7 +14,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("notebook", nargs="?", help="Notebook to open (default: quickstart).")
     demo.add_argument("lab_args", nargs=argparse.REMAINDER, help="Extra JupyterLab arguments.")
+    install = sub.add_parser(
+        "install",
+        help="Install an Agent kernel spec: a variant with its own name, backend and model "
+        "(pip install already ships the 'agent' kernel).",
+    )
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="Install for the current user.")
+    where.add_argument(
+        "--sys-prefix", action="store_true", help="Install into this Python environment."
+    )
+    where.add_argument("--prefix", help="Install under this prefix (default: system-wide).")
+    install.add_argument("--name", default="agent", help="Kernel name (default: agent).")
+    install.add_argument(
+        "--display-name", help="Name in the launcher (default: Agent, or Agent (Backend, model))."
+    )
+    install.add_argument("--backend", "-b", help="Backend of the kernel's session.")
+    install.add_argument("--model", "-m", help="Model of the kernel's session.")
     args = parser.parse_args(argv)
+    if args.command == "install":
+        from .kernel import install_kernel_spec
+
+        path = install_kernel_spec(
+            args.name,
+            display_name=args.display_name,
+            backend=args.backend,
+            model=args.model,
+            user=args.user,
+            prefix=sys.prefix if args.sys_prefix else args.prefix,
+        )
+        print(f"Installed kernel spec {args.name!r} in {path}")
+        return 0
     if args.command == "demo":
         from ._demo import run_demo
 

@@ -93,10 +93,15 @@ def run_demo(notebook: str | None = None, *, lab_args: list[str] | None = None) 
         )
         return 2
     command = [sys.executable, "-m", "jupyterlab", str(path), *(lab_args or [])]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
+        command.append("--allow-root")  # containers often run as root; JupyterLab refuses it
     if has_real_credentials():
         print("Real credentials found: the notebook talks to the real agent.")
         return subprocess.call(command)
-    with ScriptedModelServer(demo_script()) as server, tempfile.TemporaryDirectory() as config:
+    from .kernel._demo_script import agent_kernel_script
+
+    script = demo_script() + agent_kernel_script()
+    with ScriptedModelServer(script) as server, tempfile.TemporaryDirectory() as config:
         print(f"Scripted demo model on {server.url}: answers are canned, labelled {LABEL}.")
         env = {**os.environ, **server.claude_env(), "CLAUDE_CONFIG_DIR": config}
         try:

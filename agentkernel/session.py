@@ -156,6 +156,7 @@ class _Core:
         self.idle = threading.Event()
         self.idle.set()
         self._turn_lock: asyncio.Lock | None = None
+        self._connect_lock: asyncio.Lock | None = None
 
     # -- the BackendHost side --------------------------------------------------------------
 
@@ -279,6 +280,18 @@ class _Core:
         return self._turn_lock
 
     async def connect(self) -> None:
+        """Connect once: an explicit connect still starting when a turn arrives is awaited,
+        not started again."""
+        async with self.connect_lock:
+            await self._connect_locked()
+
+    @property
+    def connect_lock(self) -> asyncio.Lock:
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        return self._connect_lock
+
+    async def _connect_locked(self) -> None:
         if self.state == "closed":
             raise SessionClosedError(
                 f"session {self.session_id} is closed; start a new Session, or "

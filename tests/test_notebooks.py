@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -18,12 +19,16 @@ import pytest
 from nbclient import NotebookClient
 
 from agentkernel._demo import demo_script
-from agentkernel.testing import ScriptedModelServer
+from agentkernel.kernel._demo_script import agent_kernel_script
+from agentkernel.testing import Reply, ScriptedModelServer
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE.parent / "notebooks"
 SANITIZE = HERE / "nbval_sanitize.cfg"
-PYTHON_NOTEBOOKS = ["quickstart.ipynb"]
+SCRIPTS: dict[str, Callable[[], list[Reply]]] = {
+    "quickstart.ipynb": demo_script,  # %load_ext agentkernel on the python3 kernel
+    "agent-kernel.ipynb": agent_kernel_script,  # the Agent kernel
+}
 
 
 def _env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
@@ -37,11 +42,11 @@ def _env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("name", PYTHON_NOTEBOOKS)
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_notebook_validates_with_nbval(name: str, tmp_path: Path) -> None:
     copy = tmp_path / name
     shutil.copy(NOTEBOOKS / name, copy)
-    with ScriptedModelServer(demo_script()) as server:
+    with ScriptedModelServer(SCRIPTS[name]()) as server:
         env = _env(server, tmp_path)
         if os.environ.get("AGENTKERNEL_REGENERATE_NOTEBOOKS"):
             _regenerate(NOTEBOOKS / name, tmp_path, env)

@@ -457,7 +457,9 @@ def _subcommand_parser() -> MagicArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
 
     def add(name: str, help_text: str) -> Any:
-        return sub.add_parser(name, help=help_text, description=help_text)
+        # argparse formats help with %: a literal "%agent" must be written "%%agent".
+        escaped = help_text.replace("%", "%%")
+        return sub.add_parser(name, help=escaped, description=escaped)
 
     new = add("new", "Start a new session and make it current.")
     new.add_argument("name", nargs="?", help="Session name (default: session, session-2...).")
@@ -537,13 +539,12 @@ def _run_blocking(coro: Any) -> Any:
 
 def agent_cell_transformer(lines: list[str]) -> list[str]:
     """Rewrite a ``%%agent`` cell into an awaited call, so it runs as an async cell."""
-    if not lines or not lines[0].startswith("%%agent"):
-        return lines
-    first = lines[0].rstrip("\n")
+    start = next((i for i, text in enumerate(lines) if text.strip()), len(lines))
+    first = lines[start].rstrip("\n") if start < len(lines) else ""
     if first != "%%agent" and not first.startswith("%%agent "):
         return lines
     line = first[len("%%agent") :].strip()
-    body = "".join(lines[1:])
+    body = "".join(lines[start + 1 :])
     return [f"await {HANDLE}.run_cell({line!r}, {body!r})\n"]
 
 
@@ -553,7 +554,8 @@ def load(shell: Any) -> AgentMagics:
     shell.user_ns[HANDLE] = magics
     shell.user_ns_hidden[HANDLE] = magics
     if agent_cell_transformer not in shell.input_transformers_cleanup:
-        shell.input_transformers_cleanup.append(agent_cell_transformer)
+        # First, before IPython's prompt strippers: a prompt keeps its ">>> " lines as typed.
+        shell.input_transformers_cleanup.insert(0, agent_cell_transformer)
     return magics
 
 
