@@ -298,3 +298,23 @@ def test_widget_turn_streams_coalesced_updates_and_ends_static(
     final = run.outputs("text/plain")
     assert final and story.strip() in final[-1], "the static output holds the whole text"
     assert run.outputs("text/html"), "the static output has an HTML rendering"
+
+
+def test_without_a_widget_view_the_approval_falls_back_to_stdin(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver], workspace: Path
+) -> None:
+    server.add(
+        Reply(match="make", blocks=[tool_use("Bash", {"command": "echo typed > typed.txt"})]),
+        Reply(match="tool_result", blocks=[text("Made after your answer.")]),
+    )
+    _, driver = kernel
+    # A front end that allows stdin but never draws widgets (e.g. a console).
+    run = driver.start("%%agent\nmake the file", allow_stdin=True)
+    request = driver.client.get_stdin_msg(timeout=60)
+    assert request["msg_type"] == "input_request"
+    assert "Allow Bash" in request["content"]["prompt"]
+    driver.client.input("y")
+    driver.finish(run, timeout=60)
+    assert run.status == "ok", run.error
+    assert (workspace / "typed.txt").read_text() == "typed\n"
+    assert "Made after your answer." in "".join(run.outputs())
