@@ -318,3 +318,16 @@ def test_without_a_widget_view_the_approval_falls_back_to_stdin(
     assert run.status == "ok", run.error
     assert (workspace / "typed.txt").read_text() == "typed\n"
     assert "Made after your answer." in "".join(run.outputs())
+
+
+def test_insert_code_offers_the_answers_code_block_as_the_next_cell(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    answer = "Here you go:\n```python\nimport math\nprint(math.pi)\n```\nEnjoy."
+    server.add(Reply(match="pi", blocks=[text(answer)]))
+    _, driver = kernel
+    run = driver.run("%%agent --insert-code\nprint pi")
+    assert run.status == "ok", run.error
+    payload = (run.reply or {})["content"]["payload"]
+    offered = [p for p in payload if p.get("source") == "set_next_input"]
+    assert offered and offered[0]["text"] == "import math\nprint(math.pi)"
