@@ -140,8 +140,10 @@ def test_kernel_interrupt_stops_the_turn_and_the_session_continues(
     run = driver.start("%%agent\na slow story", allow_stdin=True)
     driver.wait_for(
         run,
-        lambda m: m["msg_type"] == "comm_msg"
-        and "yy" in str(m["content"]["data"].get("content", {}).get("append", "")),
+        lambda m: (
+            m["msg_type"] == "comm_msg"
+            and "yy" in str(m["content"]["data"].get("content", {}).get("append", ""))
+        ),
     )
     started = time.monotonic()
     km.interrupt_kernel()

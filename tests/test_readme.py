@@ -14,7 +14,8 @@ from agentkernel.testing import Reply, ScriptedModelServer, text
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = [
-    b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    b
+    for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
     if not b.lstrip().startswith("%")
 ]
 
