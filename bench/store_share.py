@@ -43,90 +43,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from _scripted import BIG_MARKER, model_server
 
 from agentkernel import Session
 from agentkernel.events import TextDelta, TurnEnded
 from agentkernel.store import SessionRecord, Store
-from agentkernel.testing import Reply, ScriptedModelServer, text
 
-SMALL_REPLY = "ok " * 50
-BIG_MARKER = "BIG-STREAMED-TURN"
-CHUNK = 16
 STORE_RUNS = 3
 TARGET_SHARE = 0.02
-# Small token counts on purpose: the growing conversation must never look full to the CLI
-# (auto-compaction would add model calls to one session only).
-USAGE = {"input_tokens": 100, "output_tokens": 50}
-
-
-def big_text(kilobytes: int) -> str:
-    sentence = "The quick brown fox jumps over the lazy dog. "
-    size = kilobytes * 1000
-    return (sentence * (size // len(sentence) + 1))[:size]
-
-
-def script(big_kb: int) -> list[Reply]:
-    return [
-        Reply(
-            match=BIG_MARKER,
-            blocks=[text(big_text(big_kb))],
-            times=0,
-            chunk_size=CHUNK,
-            usage=USAGE,
-        ),
-        Reply(blocks=[text(SMALL_REPLY)], times=0, chunk_size=CHUNK, usage=USAGE),
-    ]
-
-
-# -- the model server, in a child process -------------------------------------------------------
-
-
-def serve(big_kb: int) -> None:
-    """Child process: serve the script, print the CLI's env as JSON, stop when stdin closes."""
-    with ScriptedModelServer(script(big_kb)) as server:
-        print(json.dumps(server.claude_env()), flush=True)
-        sys.stdin.read()
-
-
-@contextlib.contextmanager
-def model_server(big_kb: int) -> Iterator[dict[str, str]]:
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--big-kb", str(big_kb)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if not line:
-            raise RuntimeError("the scripted model server did not start")
-        yield json.loads(line)
-    finally:
-        assert child.stdin is not None
-        with contextlib.suppress(OSError):
-            child.stdin.close()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 @dataclass
@@ -404,11 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--events", type=int, nargs="+", default=[12_500, 100_000], help="raw store sizes"
     )
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve:
-        serve(args.big_kb)
-        return
     if args.big_kb < 1 or args.big_rounds < 1 or args.small_rounds < 1 or min(args.events) < 1:
         parser.error("--big-kb, --big-rounds, --small-rounds and --events must be >= 1")
     dirs = Dirs()
