@@ -17,11 +17,16 @@ import concurrent.futures
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 __all__ = [
+    "ERROR_KINDS",
+    "READ_ONLY_KINDS",
+    "STOP_REASONS",
+    "TOOL_KINDS",
     "Decision",
     "Error",
+    "ErrorKind",
     "Event",
     "FileChange",
     "Other",
@@ -30,11 +35,13 @@ __all__ = [
     "PlanUpdate",
     "Question",
     "SessionStarted",
+    "StopReason",
     "Text",
     "TextDelta",
     "Thinking",
     "ThinkingDelta",
     "ToolCall",
+    "ToolKind",
     "ToolResult",
     "TurnEnded",
     "TurnStarted",
@@ -42,6 +49,44 @@ __all__ = [
     "UsageUpdate",
     "event_from_dict",
 ]
+
+ToolKind = Literal[
+    "read", "edit", "delete", "move", "search", "execute", "think", "fetch", "switch_mode", "other"
+]
+"""What a tool call does, in the Agent Client Protocol's words. Backends map their own tool
+names onto these; permissions, rendering and the notebook see only the kind."""
+TOOL_KINDS: tuple[str, ...] = get_args(ToolKind)
+
+READ_ONLY_KINDS = frozenset({"read", "search", "think"})
+"""Kinds that change nothing and send nothing anywhere: what ``allow-reads`` allows.
+``fetch`` is left out on purpose: a request to a URL can carry data out of the machine."""
+
+StopReason = Literal[
+    "end_turn", "max_tokens", "max_turns", "budget", "refusal", "interrupted", "error"
+]
+"""Why a turn ended. A backend maps its own words here; `TurnEnded.raw_stop_reason` keeps them."""
+STOP_REASONS: tuple[str, ...] = get_args(StopReason)
+
+ErrorKind = Literal[
+    "cli_missing",
+    "cli_crashed",
+    "connection",
+    "auth",
+    "overloaded",
+    "rate_limit",
+    "invalid_request",
+    "api_error",
+    "stream_cut",
+    "budget",
+    "closed",
+    "timeout",
+    "interrupted",
+    "retrying",
+    "internal",
+]
+"""What went wrong, whatever the backend. ``retrying`` is a notice: the agent retries the model
+API and the turn may still succeed. `Error.raw_kind` keeps the backend's own word."""
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 
 _EVENT_TYPES: dict[str, type[Event]] = {}
 
@@ -79,10 +124,10 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         return Other(kind=str(kind), data=payload)
     names = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
     args = {k: v for k, v in payload.items() if k in names}
-    if cls is TurnEnded and isinstance(args.get("usage"), dict):
+    if isinstance(args.get("usage"), dict):
         args["usage"] = Usage(**args["usage"])
-    if cls is UsageUpdate and isinstance(args.get("usage"), dict):
-        args["usage"] = Usage(**args["usage"])
+    if isinstance(args.get("locations"), list):
+        args["locations"] = tuple(args["locations"])
     return cls(**args)
 
 
@@ -168,7 +213,28 @@ class Thinking(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ToolCall(Event):
+class ToolInfo:
+    """What a tool call means, filled in by the backend that knows its agent's tools.
+
+    ``kind`` drives permissions (`READ_ONLY_KINDS`) and rendering; ``title`` is a human line
+    ("Edit src/app.py", or the command); ``locations`` the paths it touches; ``diff`` the
+    unified diff an edit would make; ``command`` the exact shell command of an execute call
+    (what an "always allow" rule remembers). ``name`` and ``input`` stay the agent's own.
+    """
+
+    kind: ToolKind = "other"
+    title: str = ""
+    locations: tuple[str, ...] = ()
+    diff: str | None = None
+    command: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.kind in READ_ONLY_KINDS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCall(Event, ToolInfo):
     type: ClassVar[str] = "tool_call"
     tool_use_id: str
     name: str
@@ -254,7 +320,7 @@ class _Pending:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PermissionRequest(Event, _Pending):
+class PermissionRequest(Event, ToolInfo, _Pending):
     """The agent wants to run a tool. Answer with `allow`, `allow_always` or `deny`."""
 
     type: ClassVar[str] = "permission_request"
@@ -330,10 +396,12 @@ class UsageUpdate(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TurnEnded(Event):
-    """The turn is over. ``stop_reason``: end_turn, interrupted, error, budget, max_turns..."""
+    """The turn is over. ``stop_reason`` is one of `STOP_REASONS`; ``raw_stop_reason`` is the
+    backend's own word for it."""
 
     type: ClassVar[str] = "turn_ended"
-    stop_reason: str
+    stop_reason: StopReason
+    raw_stop_reason: str = ""
     usage: Usage = field(default_factory=Usage)
     duration_s: float = 0.0
     model_calls: int = 0
@@ -343,13 +411,14 @@ class TurnEnded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Error(Event):
-    """Something went wrong. ``kind``: cli_missing, cli_crashed, connection, overloaded,
-    rate_limit, api_error, stream_cut, budget, closed, timeout, internal..."""
+    """Something went wrong. ``kind`` is one of `ERROR_KINDS`; ``raw_kind`` is the backend's own
+    word for it (an SDK error name, an HTTP status)."""
 
     type: ClassVar[str] = "error"
-    kind: str
+    kind: ErrorKind
     message: str
     retryable: bool = False
+    raw_kind: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

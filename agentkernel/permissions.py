@@ -10,32 +10,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from .events import Decision, PermissionRequest
 
 PermissionMode = Literal["ask", "deny", "allow-reads", "allow-all"]
 PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
-
-READ_ONLY_TOOLS = frozenset(
-    {
-        "Read",
-        "Glob",
-        "Grep",
-        "LS",
-        "NotebookRead",
-        "TodoWrite",
-        "WebSearch",
-        "WebFetch",
-        "BashOutput",
-        "ListMcpResourcesTool",
-        "ReadMcpResourceTool",
-    }
-)
-"""Tools that only read. ``allow-reads`` allows these; everything else is asked (or denied)."""
-
-_COMMAND_TOOLS = {"Bash": "command", "exec_command": "cmd", "shell": "command", "bash": "command"}
-"""Shell-like tools: an "always allow" rule remembers the exact command, never the whole tool."""
 
 
 def validate_mode(mode: str | None) -> PermissionMode | None:
@@ -49,19 +29,18 @@ def validate_mode(mode: str | None) -> PermissionMode | None:
 
 @dataclass(frozen=True)
 class Rule:
-    """An "always allow" remembered for the session: a tool, or one exact shell command."""
+    """An "always allow" remembered for the session: a tool, or for a call that runs a shell
+    command, that one exact command (never the whole shell)."""
 
     tool_name: str
     command: str | None = None
 
     @classmethod
-    def for_request(cls, tool_name: str, tool_input: dict[str, Any]) -> Rule:
-        key = _COMMAND_TOOLS.get(tool_name)
-        command = tool_input.get(key) if key else None
-        return cls(tool_name, str(command) if command is not None else None)
+    def for_request(cls, request: PermissionRequest) -> Rule:
+        return cls(request.tool_name, request.command)
 
-    def matches(self, tool_name: str, tool_input: dict[str, Any]) -> bool:
-        return self == Rule.for_request(tool_name, tool_input)
+    def matches(self, request: PermissionRequest) -> bool:
+        return self == Rule.for_request(request)
 
     def __str__(self) -> str:
         return f"{self.tool_name}({self.command})" if self.command is not None else self.tool_name
@@ -81,7 +60,7 @@ class PermissionPolicy:
             return list(self._rules)
 
     def remember(self, request: PermissionRequest) -> Rule:
-        rule = Rule.for_request(request.tool_name, request.input)
+        rule = Rule.for_request(request)
         with self._lock:
             if rule not in self._rules:
                 self._rules.append(rule)
@@ -98,21 +77,28 @@ class PermissionPolicy:
         can_ask: bool,
         mode: PermissionMode | None = None,
     ) -> Decision | None:
-        """The decision the policy makes alone, or None to ask (only when `can_ask`)."""
+        """The decision the policy makes alone, or None to ask (only when `can_ask`).
+
+        By kind, never by tool name: ``think`` (the agent's own planning, which touches
+        nothing) is always allowed; ``allow-reads`` allows `READ_ONLY_KINDS`; ``deny`` denies
+        everything else, shell commands included.
+        """
         effective = mode or self.mode or ("ask" if can_ask else "deny")
-        if any(rule.matches(request.tool_name, request.input) for rule in self.rules):
+        if any(rule.matches(request) for rule in self.rules):
             return Decision("allow", by="rule")
-        if effective == "allow-all":
+        if effective == "allow-all" or request.kind == "think":
             return Decision("allow", by="policy")
-        if effective == "allow-reads" and request.tool_name in READ_ONLY_TOOLS:
+        if effective == "allow-reads" and request.read_only:
             return Decision("allow", by="policy")
         if effective == "deny" or not can_ask:
+            what = request.title or request.tool_name
             return Decision(
                 "deny",
                 reason=(
-                    f"{request.tool_name} was denied by the permission mode "
+                    f"{what} ({request.kind}) was denied by the permission mode "
                     f"{effective!r}: nothing could ask a person. Use the permission mode "
-                    "'allow-reads' or 'allow-all', or run interactively to approve it."
+                    "'allow-reads' (read-only tools) or 'allow-all', or run interactively to "
+                    "approve it."
                 ),
                 by="policy",
             )

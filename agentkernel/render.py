@@ -15,7 +15,6 @@ with raw HTML escaped and harmful links dropped.
 
 from __future__ import annotations
 
-import difflib
 import html as _html
 import json
 from collections.abc import Iterable
@@ -37,6 +36,7 @@ from agentkernel.events import (
     Thinking,
     ThinkingDelta,
     ToolCall,
+    ToolInfo,
     ToolResult,
     TurnEnded,
     TurnStarted,
@@ -52,7 +52,6 @@ __all__ = [
     "ToolBlock",
     "Transcript",
     "html",
-    "input_diff",
     "markdown",
     "mime_bundle",
     "text",
@@ -87,22 +86,6 @@ _DIFF_BG = {
 _md_to_html = mistune.create_markdown(
     escape=True, plugins=["strikethrough", "table", "task_lists", "url"]
 )
-
-# The input field that names what a well-known tool acts on (Claude Code's tool names).
-_SUMMARY_KEY = {
-    "Bash": "command",
-    "Read": "file_path",
-    "Write": "file_path",
-    "Edit": "file_path",
-    "MultiEdit": "file_path",
-    "NotebookEdit": "notebook_path",
-    "Glob": "pattern",
-    "Grep": "pattern",
-    "WebFetch": "url",
-    "WebSearch": "query",
-    "Task": "description",
-}
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -158,52 +141,40 @@ def _code_span(value: str) -> str:
     return f"{ticks}{pad}{value}{pad}{ticks}"
 
 
-def tool_summary(name: str, input: dict[str, Any]) -> str:
-    """One line saying what a tool call acts on: the command, path, pattern or URL for
-    well-known tools, else the input as compact JSON, clipped."""
-    key = _SUMMARY_KEY.get(name)
-    if key and isinstance(input.get(key), str):
-        return _one_line(input[key])
-    if name == "TodoWrite" and isinstance(input.get("todos"), list):
-        return f"{len(input['todos'])} items"
+def tool_summary(name: str, input: dict[str, Any], info: ToolInfo) -> str:
+    """One line saying what a tool call acts on: the backend's title, else the input as
+    compact JSON, clipped."""
+    if info.title:
+        return _one_line(info.title)
     return _one_line(_compact_json(input)) if input else ""
 
 
-def input_diff(tool_name: str, input: dict[str, Any]) -> str | None:
-    """The change an Edit / MultiEdit / Write call would make, as diff lines (' ', '-', '+'),
-    or None for other tools. Used to show what an approval would allow."""
-    edits: list[tuple[str, str]] = []
-    if tool_name == "Edit":
-        edits = [(input.get("old_string", ""), input.get("new_string", ""))]
-    elif tool_name == "MultiEdit" and isinstance(input.get("edits"), list):
-        edits = [(e.get("old_string", ""), e.get("new_string", "")) for e in input["edits"]]
-    elif tool_name == "Write":
-        edits = [("", input.get("content", ""))]
-    if not edits or not all(isinstance(a, str) and isinstance(b, str) for a, b in edits):
-        return None
-    out: list[str] = []
-    for old, new in edits:
-        a, b = old.splitlines(), new.splitlines()
-        lines = difflib.unified_diff(a, b, n=max(len(a), len(b)), lineterm="")
-        out.extend(ln for ln in lines if not ln.startswith(("---", "+++", "@@")))
-    return "\n".join(out)
+def _diff_lines(diff: str) -> str:
+    """A unified diff's change lines (' ', '-', '+'), without its file headers: the card's
+    title already names the file."""
+    return "\n".join(
+        ln
+        for ln in diff.splitlines()
+        if not ln.startswith(("--- ", "+++ ", "@@")) and ln not in ("---", "+++")
+    )
 
 
-def _input_view(name: str, input: dict[str, Any]) -> tuple[str, tuple[str, str] | None]:
+def _input_view(
+    name: str, input: dict[str, Any], info: ToolInfo
+) -> tuple[str, tuple[str, str] | None]:
     """What a tool card shows of the input: a header summary and a (language, body) below it,
     never saying the same thing twice."""
-    if name == "Bash" and isinstance(input.get("command"), str):
-        return "", ("bash", input["command"])
-    diff = input_diff(name, input)
-    if diff is not None:
-        return tool_summary(name, input), ("diff", diff)
-    if not input or name == "TodoWrite":
-        return tool_summary(name, input), None
-    key = _SUMMARY_KEY.get(name)
-    if key and isinstance(input.get(key), str):
-        extra = set(input) != {key}
-        return tool_summary(name, input), ("json", _compact_json(input)) if extra else None
+    if info.kind == "execute" and info.command is not None:
+        return "", ("bash", info.command)
+    summary = tool_summary(name, input, info)
+    if info.diff:
+        return summary, ("diff", _diff_lines(info.diff))
+    if not input or info.kind == "think":
+        return summary, None
     whole = _compact_json(input)
+    if info.title:
+        said = all(_compact_json(v).strip('"') in info.title for v in input.values())
+        return summary, None if said else ("json", whole)
     if len(whole) <= 120:
         return whole, None
     return "", ("json", whole)
@@ -387,6 +358,7 @@ class ToolBlock(Block):
     tool_use_id: str
     name: str
     input: dict[str, Any] = field(default_factory=dict)
+    info: ToolInfo = field(default_factory=ToolInfo)
     result: ToolResult | None = None
     request: PermissionRequest | None = None
     decided: PermissionDecided | None = None
@@ -412,7 +384,7 @@ class ToolBlock(Block):
         if self.question is not None:
             parts = [_question_md(self.question)]
         else:
-            summary, body = _input_view(self.name, self.input)
+            summary, body = _input_view(self.name, self.input, self.info)
             head = f"**▶ {self.name}**" + (f" {_code_span(summary)}" if summary else "")
             parts = [head + ("" if label in ("done", "running") else f" — *{label}*")]
             if body:
@@ -429,7 +401,7 @@ class ToolBlock(Block):
         if self.question is not None:
             inner = _question_html(self.question)
         else:
-            inner = _tool_html(self.name, self.input, _badge(label, color))
+            inner = _tool_html(self.name, self.input, self.info, _badge(label, color))
         if self.decided is not None:
             inner += _decision_html(self.decided, with_tool=False, question=self.question)
         if self.result is not None:
@@ -437,18 +409,18 @@ class ToolBlock(Block):
         return f'<div style="{_CARD}">{inner}</div>'
 
 
-def _tool_html(name: str, input: dict[str, Any], badge: str = "") -> str:
-    summary, body = _input_view(name, input)
+def _tool_html(name: str, input: dict[str, Any], info: ToolInfo, badge: str = "") -> str:
+    summary, body = _input_view(name, input, info)
     head = f'<span style="font-weight:600">▶ {_esc(name)}</span>'
     if summary:
         head += f' <span style="{_MONO}">{_esc(summary)}</span>'
     return f"<div>{head}{badge}</div>" + (_html_body(*body) if body else "")
 
 
-def tool_input_html(name: str, input: dict[str, Any]) -> str:
-    """A tool call's name, target and input (the command, an edit's diff, else JSON) as the
-    escaped HTML its card shows; approval prompts show the same."""
-    return _tool_html(name, input)
+def tool_input_html(request: PermissionRequest) -> str:
+    """What a permission request would run (the command, an edit's diff, else its input) as
+    the escaped HTML a tool card shows."""
+    return _tool_html(request.tool_name, request.input, request)
 
 
 def _result_md(result: ToolResult) -> str:
@@ -648,7 +620,7 @@ class EndBlock(Block):
     show_result: bool = False
 
     def ok(self) -> bool:
-        return not self.ended.is_error and self.ended.stop_reason in ("end_turn", "stop_sequence")
+        return not self.ended.is_error and self.ended.stop_reason == "end_turn"
 
     def markdown(self) -> str:
         parts = []
@@ -721,7 +693,7 @@ class Transcript:
             self._turn_has_text |= not thinking
             return block
         if isinstance(event, ToolCall):
-            tool = ToolBlock(event.tool_use_id, event.name, dict(event.input))
+            tool = ToolBlock(event.tool_use_id, event.name, dict(event.input), event)
             self._tools[event.tool_use_id] = tool
             return self._new(tool)
         if isinstance(event, ToolResult):
@@ -914,7 +886,7 @@ class TextPrinter:
             return "" if was_open else self._emit("thinking", "✻ Thinking…\n")
         if isinstance(event, ToolCall):
             self._names[event.tool_use_id] = event.name
-            chunk = self._emit("tool", _tool_line(event.name, event.input))
+            chunk = self._emit("tool", _tool_line(event))
             self._tool = event.tool_use_id
             return chunk
         if isinstance(event, ToolResult):
@@ -979,12 +951,12 @@ class TextPrinter:
         return out + self._emit("end", f"── {event.stop_reason}\n")
 
 
-def _tool_line(name: str, input: dict[str, Any]) -> str:
-    if name == "Bash" and isinstance(input.get("command"), str):
-        first, *rest = input["command"].strip().split("\n") or [""]
-        return f"▶ Bash: {first}\n" + "".join(f"    {ln}\n" for ln in rest)
-    summary = tool_summary(name, input)
-    return f"▶ {name}: {summary}\n" if summary else f"▶ {name}\n"
+def _tool_line(call: ToolCall) -> str:
+    if call.kind == "execute" and call.command is not None:
+        first, *rest = call.command.strip().split("\n") or [""]
+        return f"▶ {call.name}: {first}\n" + "".join(f"    {ln}\n" for ln in rest)
+    summary = tool_summary(call.name, call.input, call)
+    return f"▶ {call.name}: {summary}\n" if summary else f"▶ {call.name}\n"
 
 
 def _result_text(result: ToolResult) -> str:

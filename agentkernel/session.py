@@ -33,7 +33,15 @@ from typing import Any, Literal
 
 from . import _runtime
 from ._redact import Redactor, redactor
-from .backends import Backend, BackendConfig, CloseResult, Image, Prompt, load_backend
+from .backends import (
+    DEFAULT_BACKEND,
+    Backend,
+    BackendConfig,
+    CloseResult,
+    Image,
+    Prompt,
+    load_backend,
+)
 from .errors import BudgetExceededError, SessionClosedError, TurnFailedError
 from .events import (
     Decision,
@@ -627,7 +635,7 @@ class Session:
 
     def __init__(
         self,
-        backend: str = "claude",
+        backend: str | type[Backend] = DEFAULT_BACKEND,
         *,
         model: str | None = None,
         reasoning_effort: str | None = None,
@@ -653,7 +661,8 @@ class Session:
         if cwd is not None and not Path(cwd).is_dir():
             raise NotADirectoryError(f"cwd {str(cwd)!r} is not an existing directory")
         self.id = uuid.uuid4().hex
-        self.backend_name = backend
+        backend_cls = load_backend(backend) if isinstance(backend, str) else backend
+        self.backend_name = backend_cls.name
         self._title = title
         self._name = name or self.id[:8]
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -671,7 +680,7 @@ class Session:
         )
         self._core = _Core(
             self.id,
-            load_backend(backend),
+            backend_cls,
             config,
             PermissionPolicy(validate_mode(permission_mode)),
             permission_handler,
@@ -1018,7 +1027,9 @@ class Session:
     # -- conversations -----------------------------------------------------------------------
 
     @classmethod
-    def resume(cls, ref: str, backend: str | None = None, **options: Any) -> Session:
+    def resume(
+        cls, ref: str, backend: str | type[Backend] | None = None, **options: Any
+    ) -> Session:
         """Continue a conversation in a new agent process.
 
         `ref` is a stored session's id (or a unique prefix of it) or a backend session id. A
@@ -1030,7 +1041,7 @@ class Session:
         store = _open_store(options.pop("store", True))
         record = store.get_session(ref) if store is not None else None
         if record is None:
-            return cls(backend or "claude", resume=ref, store=store or False, **options)
+            return cls(backend or DEFAULT_BACKEND, resume=ref, store=store or False, **options)
         if not record.backend_session_id:
             raise ValueError(
                 f"stored session {record.id} never reached its agent (no turn completed), so "

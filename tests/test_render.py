@@ -31,6 +31,11 @@ from agentkernel.events import (
 
 LONG = "\n".join(f"line {i}" for i in range(100))
 EDIT = {"file_path": "a.py", "old_string": "x = 1\ny = 2", "new_string": "x = 1\ny = 3"}
+EDIT_DIFF = "--- a/a.py\n+++ b/a.py\n@@ -1,2 +1,2 @@\n x = 1\n-y = 2\n+y = 3\n"
+# Rendering knows tools only by what the backend says of them (kind, title, command, diff):
+# these names are nobody's, so nothing here can lean on a tool name.
+RUN = {"name": "run", "kind": "execute", "command": "ls -la", "title": "ls -la"}
+PATCH = {"name": "patch", "kind": "edit", "title": "Edit a.py", "diff": EDIT_DIFF}
 
 
 def turn(
@@ -54,13 +59,13 @@ def turn(
                 {"content": "Edit", "status": "pending"},
             ]
         ),
-        ToolCall(tool_use_id=t1, name="Bash", input={"command": "ls -la", "description": "x"}),
-        PermissionRequest(request_id=r1, tool_name="Bash", input={}, tool_use_id=t1),
-        PermissionDecided(request_id=r1, tool_name="Bash", behavior="allow"),
+        ToolCall(tool_use_id=t1, input={"command": "ls -la", "description": "x"}, **RUN),
+        PermissionRequest(request_id=r1, tool_name="run", input={}, tool_use_id=t1),
+        PermissionDecided(request_id=r1, tool_name="run", behavior="allow"),
         ToolResult(tool_use_id=t1, output=LONG),
-        ToolCall(tool_use_id=t2, name="Edit", input=EDIT),
-        PermissionRequest(request_id=r2, tool_name="Edit", input=EDIT, tool_use_id=t2),
-        PermissionDecided(request_id=r2, tool_name="Edit", behavior="deny", reason="not now"),
+        ToolCall(tool_use_id=t2, input=EDIT, **PATCH),
+        PermissionRequest(request_id=r2, tool_name="patch", input=EDIT, tool_use_id=t2),
+        PermissionDecided(request_id=r2, tool_name="patch", behavior="deny", reason="not now"),
         ToolResult(tool_use_id=t2, output="<script>alert(1)</script>", is_error=True),
         FileChange(path="b.py", diff="--- a/b.py\n+++ b/b.py\n@@ -1 +1 @@\n-a\n+b"),
         PlanUpdate(
@@ -99,15 +104,15 @@ I'll **list** files.
 ☰ Plan
   ◐ List files
   ☐ Edit
-▶ Bash: ls -la
-? Permission requested: Bash
-✔ Allowed Bash (by user)
+▶ run: ls -la
+? Permission requested: run
+✔ Allowed run (by user)
   ⎿ line 0
 {lines}
     … 80 more lines (640 characters) cut
-▶ Edit: a.py
-? Permission requested: Edit
-✖ Denied Edit (by user): not now
+▶ patch: Edit a.py
+? Permission requested: patch
+✖ Denied patch (by user): not now
   ⎿ Error: <script>alert(1)</script>
 ± b.py
     --- a/b.py
@@ -148,10 +153,10 @@ def test_markdown_shows_each_part_once() -> None:
     assert md.count("I'll **list** files.") == 1
     assert md.count("Done.") == 1
     assert "<details><summary>Thinking</summary>\n\nhmm let me think\n\n</details>" in md
-    assert "**▶ Bash**\n\n```bash\nls -la\n```\n\n✔ Allowed (by user)\n\n```text\nline 0\n" in md
+    assert "**▶ run**\n\n```bash\nls -la\n```\n\n✔ Allowed (by user)\n\n```text\nline 0\n" in md
     assert "line 39\n```\n\n*… 60 more lines (480 characters) cut*" in md
     assert "line 40" not in md
-    assert "**▶ Edit** `a.py` — *error*\n\n```diff\n x = 1\n-y = 2\n+y = 3\n```" in md
+    assert "**▶ patch** `Edit a.py` — *error*\n\n```diff\n x = 1\n-y = 2\n+y = 3\n```" in md
     assert "✖ Denied (by user): not now" in md
     assert "**Error:**\n\n```text\n<script>alert(1)</script>\n```" in md
     assert "**± `b.py`**\n\n```diff\n--- a/b.py\n" in md
@@ -168,7 +173,7 @@ def test_markdown_shows_each_part_once() -> None:
 
 def test_markdown_fences_survive_backticks_in_output() -> None:
     events = [
-        ToolCall(tool_use_id="t", name="Read", input={"file_path": "x.md"}),
+        ToolCall(tool_use_id="t", name="open", input={"file_path": "x.md"}, kind="read"),
         ToolResult(tool_use_id="t", output="```\nnot the end\n````"),
     ]
     md = render.markdown(events)
@@ -182,7 +187,10 @@ def test_html_is_escaped_and_self_contained() -> None:
     events = [
         *turn(),
         Text(text=f"Look: {HOSTILE} [link](javascript:alert(1))"),
-        ToolCall(tool_use_id="h", name=HOSTILE, input={"command": HOSTILE}),
+        ToolCall(
+            tool_use_id="h", name=HOSTILE, input={"x": HOSTILE}, title=HOSTILE, command=HOSTILE
+        ),
+        ToolCall(tool_use_id="h2", name="run", kind="execute", command=HOSTILE),
         ToolResult(tool_use_id="h", output=HOSTILE),
         FileChange(path=HOSTILE, diff=f"+{HOSTILE}"),
         PlanUpdate(items=[{"content": HOSTILE, "status": "pending"}]),
@@ -228,25 +236,27 @@ def test_interrupted_turn_keeps_partial_text_and_open_tools() -> None:
     events = [
         TextDelta(text="Half a "),
         TextDelta(text="sentence"),
-        ToolCall(tool_use_id="t", name="Grep", input={"pattern": "TODO"}),
+        ToolCall(
+            tool_use_id="t", name="find", input={"pattern": "TODO"}, kind="search", title="TODO"
+        ),
         TurnEnded(stop_reason="interrupted"),
     ]
-    assert render.text(events) == ("Half a sentence\n\n▶ Grep: TODO\n\n── interrupted\n")
+    assert render.text(events) == ("Half a sentence\n\n▶ find: TODO\n\n── interrupted\n")
     md = render.markdown(events)
     assert "Half a sentence" in md
-    assert "**▶ Grep** `TODO` — *not finished*" in md
+    assert "**▶ find** `TODO` — *not finished*" in md
     assert "*⚠ interrupted*" in md
 
 
 def test_parallel_tool_results_name_their_tool() -> None:
     events = [
-        ToolCall(tool_use_id="1", name="Read", input={"file_path": "a"}),
-        ToolCall(tool_use_id="2", name="Read", input={"file_path": "b"}),
+        ToolCall(tool_use_id="1", name="open", input={"file_path": "a"}, title="a"),
+        ToolCall(tool_use_id="2", name="open", input={"file_path": "b"}, title="b"),
         ToolResult(tool_use_id="1", output="A"),
         ToolResult(tool_use_id="2", output=""),
     ]
     assert render.text(events) == (
-        "▶ Read: a\n▶ Read: b\n◀ Read result\n  ⎿ A\n◀ Read result\n  ⎿ (no output)\n"
+        "▶ open: a\n▶ open: b\n◀ open result\n  ⎿ A\n◀ open result\n  ⎿ (no output)\n"
     )
     md = render.markdown(events)
     assert md.index("`a`") < md.index("A") < md.index("`b`") < md.index("*(no output)*")
@@ -309,9 +319,25 @@ def test_several_turns_are_separated() -> None:
     assert md.index("> one") < md.index("First.") < md.index("> two") < md.index("Second.")
 
 
-def test_input_diff_and_summary() -> None:
-    assert render.input_diff("Edit", EDIT) == " x = 1\n-y = 2\n+y = 3"
-    assert render.input_diff("Write", {"file_path": "n", "content": "a\nb"}) == "+a\n+b"
-    assert render.input_diff("Bash", {"command": "ls"}) is None
-    assert render.tool_summary("Bash", {"command": "make\nmake test"}) == "make …"
-    assert render.tool_summary("mcp__x__y", {"q": 1}) == '{"q": 1}'
+def test_tool_cards_show_what_the_backend_says() -> None:
+    """The command of an execute call, an edit's diff lines, the title, and the input only
+    where the title does not already say it."""
+    from agentkernel.events import ToolInfo
+
+    assert render._input_view("run", {}, ToolInfo(kind="execute", command="make\nmake test")) == (
+        "",
+        ("bash", "make\nmake test"),
+    )
+    view = render._input_view(
+        "patch", EDIT, ToolInfo(kind="edit", title="Edit a.py", diff=EDIT_DIFF)
+    )
+    assert view == ("Edit a.py", ("diff", " x = 1\n-y = 2\n+y = 3"))
+    assert render._input_view("open", {"path": "a"}, ToolInfo(kind="read", title="Read a")) == (
+        "Read a",
+        None,
+    )
+    assert render._input_view("open", {"path": "a", "limit": 5}, ToolInfo(title="Read a"))[1] == (
+        "json",
+        '{"path": "a", "limit": 5}',
+    )
+    assert render.tool_summary("mcp__x__y", {"q": 1}, ToolInfo()) == '{"q": 1}'

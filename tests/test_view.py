@@ -166,10 +166,12 @@ from agentkernel.notebook.view import TurnView
 view = TurnView("s1", "test")
 view.display()
 command = {"command": "rm -rf build"}
-view.handle(ToolCall(tool_use_id="t1", name="Bash", input=command))
+view.handle(ToolCall(tool_use_id="t1", name="Bash", input=command, kind="execute",
+                    command=command["command"]))
 future = concurrent.futures.Future()
 request = PermissionRequest(
-    request_id="r1", tool_name="Bash", input=command, tool_use_id="t1", _decision=future
+    request_id="r1", tool_name="Bash", input=command, tool_use_id="t1", _decision=future,
+    kind="execute", command=command["command"],
 )
 view.handle(request)
 view.flush(force=True)
@@ -261,7 +263,10 @@ view = TurnView("s1", "test", headless=True)
 view.display()
 for event in [
     TextDelta(text="Hello "), TextDelta(text="world."), Text(text="Hello world."),
-    ToolCall(tool_use_id="t1", name="Bash", input={"command": "echo hi"}),
+    ToolCall(
+        tool_use_id="t1", name="Bash", input={"command": "echo hi"}, kind="execute",
+        command="echo hi",
+    ),
     ToolResult(tool_use_id="t1", output="hi"),
     TurnEnded(stop_reason="end_turn", duration_s=2.5),
 ]:

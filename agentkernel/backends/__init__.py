@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from ..events import Decision, Event, PermissionRequest, Question
 
 ENTRY_POINT_GROUP = "agentkernel.backends"
+DEFAULT_BACKEND = "claude"
+"""The backend a session uses when none is named."""
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,20 @@ import claude_agent_sdk as sdk
 from ..events import (
     Decision,
     Error,
+    ErrorKind,
     FileChange,
     Other,
     PermissionRequest,
     PlanUpdate,
     Question,
     SessionStarted,
+    StopReason,
     Text,
     TextDelta,
     Thinking,
     ThinkingDelta,
     ToolCall,
+    ToolKind,
     ToolResult,
     TurnEnded,
     Usage,
@@ -46,13 +49,70 @@ from ..events import (
 from . import BackendConfig, BackendHost, CloseResult, Prompt
 
 _FILE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
+_QUESTION_TOOL = "AskUserQuestion"
+_TODO_TOOL = "TodoWrite"
 _STDERR_KEEP = 200
-_API_ERROR_KINDS = {429: "rate_limit", 529: "overloaded", 500: "api_error", 503: "overloaded"}
-_STOP_REASONS = {
+_API_ERROR_KINDS: dict[int, ErrorKind] = {
+    401: "auth",
+    403: "auth",
+    400: "invalid_request",
+    429: "rate_limit",
+    529: "overloaded",
+    500: "api_error",
+    503: "overloaded",
+}
+_MESSAGE_ERROR_KINDS: dict[str, ErrorKind] = {
+    "authentication_failed": "auth",
+    "billing_error": "auth",
+    "rate_limit": "rate_limit",
+    "invalid_request": "invalid_request",
+    "server_error": "api_error",
+    "overloaded": "overloaded",
+}
+_RESULT_STOP_REASONS: dict[str, StopReason] = {
     "error_max_budget_usd": "budget",
     "error_max_turns": "max_turns",
     "error_during_execution": "error",
 }
+_MODEL_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "stop_sequence": "end_turn",
+    "tool_use": "end_turn",
+    "pause_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "refusal": "refusal",
+}
+_TOOL_KINDS: dict[str, ToolKind] = {
+    "Bash": "execute",
+    "BashOutput": "read",
+    "KillShell": "execute",
+    "KillBash": "execute",
+    "Read": "read",
+    "NotebookRead": "read",
+    "Write": "edit",
+    "Edit": "edit",
+    "MultiEdit": "edit",
+    "NotebookEdit": "edit",
+    "Glob": "search",
+    "Grep": "search",
+    "LS": "search",
+    "ToolSearch": "think",
+    "ListMcpResourcesTool": "read",
+    "ReadMcpResourceTool": "read",
+    "WebFetch": "fetch",
+    "WebSearch": "fetch",
+    "TodoWrite": "think",
+    "TaskCreate": "think",
+    "TaskUpdate": "think",
+    "TaskList": "think",
+    "TaskGet": "think",
+    "EnterPlanMode": "switch_mode",
+    "ExitPlanMode": "switch_mode",
+}
+"""Claude Code's tools in the neutral vocabulary; a tool not listed (Agent, Skill, MCP tools)
+is "other", which every permission mode short of allow-all asks about or denies."""
+_HOOK_TIMEOUT_S = 24 * 3600.0
+"""The PreToolUse hook waits for a person's click: the CLI's 60 s default would decide for them."""
 
 
 class ClaudeBackend:
@@ -73,6 +133,7 @@ class ClaudeBackend:
         self._file_snapshots: dict[str, tuple[str, str | None]] = {}
         self._process: Any = None
         self._cost_reported = 0.0
+        self._allowed_by_hook: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -183,6 +244,13 @@ class ClaudeBackend:
             max_budget_usd=config.max_budget_usd,
             include_partial_messages=True,
             can_use_tool=self._can_use_tool,
+            hooks={
+                "PreToolUse": [
+                    sdk.HookMatcher(
+                        hooks=[self._pre_tool_use], timeout=_HOOK_TIMEOUT_S, on_failure="block"
+                    )
+                ]
+            },
             stderr=self._on_stderr,
             **extra,
         )
@@ -210,12 +278,44 @@ class ClaudeBackend:
 
     # -- permissions -------------------------------------------------------------------------
 
+    async def _pre_tool_use(
+        self, hook_input: Any, tool_use_id: str | None, context: sdk.HookContext
+    ) -> dict[str, Any]:
+        """Every tool call passes here before it runs, including the ones the CLI would
+        approve on its own (``echo``, reads inside cwd), so our policy decides all of them.
+        Questions go on to `_can_use_tool`, the only path that carries answers back."""
+        assert self._host is not None
+        name = str(hook_input.get("tool_name", ""))
+        tool_input = dict(hook_input.get("tool_input") or {})
+        if name == _QUESTION_TOOL:
+            return {}
+        decision = await self._host.decide(
+            PermissionRequest(
+                request_id=uuid.uuid4().hex,
+                tool_name=name,
+                input=tool_input,
+                tool_use_id=tool_use_id,
+                **_describe(name, tool_input),
+            )
+        )
+        output: dict[str, Any] = {"hookEventName": "PreToolUse"}
+        if decision.allowed:
+            output["permissionDecision"] = "allow"
+            if decision.updated_input is not None:
+                output["updatedInput"] = decision.updated_input
+            if tool_use_id:
+                self._allowed_by_hook.add(tool_use_id)
+        else:
+            output["permissionDecision"] = "deny"
+            output["permissionDecisionReason"] = decision.reason or "Denied."
+        return {"hookSpecificOutput": output}
+
     async def _can_use_tool(
         self, tool_name: str, tool_input: dict[str, Any], context: sdk.ToolPermissionContext
     ) -> sdk.PermissionResultAllow | sdk.PermissionResultDeny:
         assert self._host is not None
         request_id = uuid.uuid4().hex
-        if tool_name == "AskUserQuestion":
+        if tool_name == _QUESTION_TOOL:
             questions = [_question(q) for q in tool_input.get("questions", [])]
             decision = await self._host.decide(
                 Question(
@@ -227,6 +327,10 @@ class ClaudeBackend:
             return sdk.PermissionResultAllow(
                 updated_input={**tool_input, "answers": dict(decision.answers or {})}
             )
+        if context.tool_use_id in self._allowed_by_hook:
+            # Already decided by our policy in the PreToolUse hook; do not ask twice.
+            self._allowed_by_hook.discard(context.tool_use_id)
+            return sdk.PermissionResultAllow()
         decision = await self._host.decide(
             PermissionRequest(
                 request_id=request_id,
@@ -234,6 +338,7 @@ class ClaudeBackend:
                 input=tool_input,
                 tool_use_id=context.tool_use_id,
                 reason=context.decision_reason,
+                **_describe(tool_name, tool_input),
             )
         )
         return _permission_result(decision)
@@ -295,7 +400,8 @@ class ClaudeBackend:
             self._turn_had_error = True
             self._host.emit(
                 Error(
-                    kind=message.error,
+                    kind=_MESSAGE_ERROR_KINDS.get(message.error, "api_error"),
+                    raw_kind=message.error,
                     message=_block_text(message.content) or message.error,
                     retryable=message.error in {"rate_limit", "server_error", "overloaded"},
                 )
@@ -307,14 +413,20 @@ class ClaudeBackend:
             elif isinstance(block, sdk.ThinkingBlock):
                 self._host.emit(Thinking(text=block.thinking))
             elif isinstance(block, (sdk.ToolUseBlock, sdk.ServerToolUseBlock)):
+                tool_input = dict(block.input)
                 self._host.emit(
-                    ToolCall(tool_use_id=block.id, name=block.name, input=dict(block.input))
+                    ToolCall(
+                        tool_use_id=block.id,
+                        name=block.name,
+                        input=tool_input,
+                        **_describe(block.name, tool_input),
+                    )
                 )
                 self._tool_side_events(block.id, block.name, dict(block.input))
 
     def _tool_side_events(self, tool_use_id: str, name: str, tool_input: dict[str, Any]) -> None:
         assert self._host is not None
-        if name == "TodoWrite":
+        if name == _TODO_TOOL:
             todos = tool_input.get("todos") or []
             self._host.emit(
                 PlanUpdate(items=[_todo(item) for item in todos if isinstance(item, dict)])
@@ -351,14 +463,7 @@ class ClaudeBackend:
         after = _read_text(path)
         if after is None or after == before:
             return
-        diff = "".join(
-            difflib.unified_diff(
-                (before or "").splitlines(keepends=True),
-                after.splitlines(keepends=True),
-                fromfile="/dev/null" if before is None else f"a/{path}",
-                tofile=f"b/{path}",
-            )
-        )
+        diff = _unified_diff(path, before, after)
         self._host.emit(FileChange(path=path, diff=diff, tool_use_id=tool_use_id))
 
     def _system(self, message: sdk.SystemMessage) -> None:
@@ -390,19 +495,21 @@ class ClaudeBackend:
         usage = _usage(message.usage, max(total_cost - self._cost_reported, 0.0))
         self._cost_reported = max(total_cost, self._cost_reported)
         aborted = message.terminal_reason in ("aborted_streaming", "aborted_tools")
+        stop_reason: StopReason
         if (self._interrupted or aborted) and message.subtype != "success":
             stop_reason = "interrupted"
-        elif message.subtype in _STOP_REASONS:
-            stop_reason = _STOP_REASONS[message.subtype]
+        elif message.subtype in _RESULT_STOP_REASONS:
+            stop_reason = _RESULT_STOP_REASONS[message.subtype]
         elif message.is_error:
             stop_reason = "error"
         else:
-            stop_reason = message.stop_reason or "end_turn"
+            stop_reason = _MODEL_STOP_REASONS.get(message.stop_reason or "", "end_turn")
         if message.is_error and stop_reason != "interrupted" and not self._turn_had_error:
             self._host.emit(_result_error(message, self._stderr_tail()))
         self._host.emit(
             TurnEnded(
                 stop_reason=stop_reason,
+                raw_stop_reason=message.stop_reason or message.subtype,
                 usage=usage,
                 duration_s=duration_s,
                 model_calls=model_calls,
@@ -432,6 +539,75 @@ def _question(raw: dict[str, Any]) -> dict[str, Any]:
         ],
         "multi_select": bool(raw.get("multiSelect", False)),
     }
+
+
+def _describe(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+    """A Claude Code tool call in the neutral words of `ToolInfo`."""
+    kind: ToolKind = _TOOL_KINDS.get(name, "other")
+    path = next(
+        (str(tool_input[k]) for k in ("file_path", "notebook_path", "path") if tool_input.get(k)),
+        None,
+    )
+    info: dict[str, Any] = {"kind": kind, "locations": (path,) if path else ()}
+    command = tool_input.get("command")
+    if kind == "execute" and isinstance(command, str):
+        info["command"] = command
+        info["title"] = command.strip().split("\n", 1)[0]
+    elif name in _FILE_TOOLS and path:
+        info["title"] = f"{'Write' if name == 'Write' else 'Edit'} {path}"
+        info["diff"] = _proposed_diff(name, path, tool_input)
+    elif kind == "read" and path:
+        info["title"] = f"Read {path}"
+    elif kind == "search" and isinstance(tool_input.get("pattern"), str):
+        where = f" in {path}" if path else ""
+        info["title"] = f"Search {tool_input['pattern']}{where}"
+    elif kind == "fetch":
+        target = tool_input.get("url") or tool_input.get("query") or ""
+        info["title"] = f"Fetch {target}" if tool_input.get("url") else f"Search the web: {target}"
+    elif name == _TODO_TOOL:
+        info["title"] = f"Update the task list ({len(tool_input.get('todos') or [])} items)"
+    elif isinstance(tool_input.get("description"), str):
+        info["title"] = f"{name}: {tool_input['description']}"
+    return info
+
+
+def _proposed_diff(name: str, path: str, tool_input: dict[str, Any]) -> str | None:
+    """The unified diff a Write / Edit / MultiEdit call would make to the file as it is now;
+    None when it cannot be known (NotebookEdit, unreadable file, malformed input)."""
+    before = _read_text(path)
+    if name == "Write":
+        after = tool_input.get("content")
+    elif name in ("Edit", "MultiEdit"):
+        edits = tool_input.get("edits") if name == "MultiEdit" else [tool_input]
+        if not isinstance(edits, list):
+            return None
+        after = before
+        for edit in edits:
+            old, new = edit.get("old_string"), edit.get("new_string")
+            if not isinstance(old, str) or not isinstance(new, str):
+                return None
+            if after is None or old not in after:
+                # The file cannot show where the edit lands: show the edit itself.
+                after, before = new, old
+                break
+            count = -1 if edit.get("replace_all") else 1
+            after = after.replace(old, new, count)
+    else:
+        return None
+    if not isinstance(after, str):
+        return None
+    return _unified_diff(path, before, after)
+
+
+def _unified_diff(path: str, before: str | None, after: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            (before or "").splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile="/dev/null" if before is None else f"a/{path}",
+            tofile=f"b/{path}",
+        )
+    )
 
 
 def _todo(item: dict[str, Any]) -> dict[str, Any]:
@@ -469,19 +645,22 @@ def _retry_notice(data: dict[str, Any]) -> Error:
 def _result_error(message: sdk.ResultMessage, stderr_tail: str) -> Error:
     status = message.api_error_status
     if status:
-        kind = _API_ERROR_KINDS.get(status, "api_error")
         text = message.result or f"the model API answered HTTP {status}"
         return Error(
-            kind=kind, message=f"{text} (HTTP {status})", retryable=status in (429, 500, 503, 529)
+            kind=_API_ERROR_KINDS.get(status, "api_error"),
+            raw_kind=f"HTTP {status}",
+            message=f"{text} (HTTP {status})",
+            retryable=status in (429, 500, 503, 529),
         )
     if message.subtype == "error_max_budget_usd":
         return Error(
             kind="budget",
+            raw_kind=message.subtype,
             message="the session reached its max_budget_usd: the agent stopped, and the next "
             "turn will be refused until the budget is raised",
         )
     details = "; ".join(message.errors or []) or message.result or message.subtype
-    return Error(kind="api_error", message=f"{details}{stderr_tail}")
+    return Error(kind="api_error", raw_kind=message.subtype, message=f"{details}{stderr_tail}")
 
 
 def _prompt_messages(prompt: Prompt) -> AsyncIterator[dict[str, Any]]:

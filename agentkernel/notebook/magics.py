@@ -29,7 +29,7 @@ from IPython.core.magic_arguments import (
 from traitlets import Dict, Enum, Unicode
 
 from .. import export
-from ..backends import available_backends
+from ..backends import DEFAULT_BACKEND, available_backends
 from ..errors import AgentKernelError
 from ..permissions import PERMISSION_MODES, validate_mode
 from ..session import Session, TurnRecord, shared_store
@@ -48,7 +48,7 @@ _CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|ipython)?[ \t]*\n(.*?)```", re.
 class AgentMagics(Magics):
     """Agent sessions in IPython. Configure defaults with ``%config AgentMagics.<name>``."""
 
-    default_backend = Unicode("claude", help="Backend for new sessions.").tag(config=True)
+    default_backend = Unicode(DEFAULT_BACKEND, help="Backend for new sessions.").tag(config=True)
     default_model = Unicode(None, allow_none=True, help="Model for new sessions.").tag(config=True)
     default_permission_mode = Enum(
         PERMISSION_MODES,

@@ -124,7 +124,7 @@ class ApprovalPrompt(Prompt):
         why = f"<div><i>{html.escape(request.reason)}</i></div>" if request.reason else ""
         info = f'<div style="font-weight:600">Allow {html.escape(request.tool_name)}?</div>{why}'
         if show_input:
-            info += tool_input_html(request.tool_name, request.input)
+            info += tool_input_html(request)
         buttons = widgets.HBox([self.allow, self.allow_always, self.deny, self.reason])
         super().__init__(info, [buttons])
 

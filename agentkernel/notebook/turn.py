@@ -130,7 +130,7 @@ def _ask_on_stdin(shell: Any, event: Event) -> None:
     ask = getattr(getattr(shell, "kernel", None), "raw_input", None) or input
     if isinstance(event, PermissionRequest):
         answer = ask(
-            f"Allow {event.tool_name} {_brief(event.input)}? [y]es / [a]lways / [n]o (reason): "
+            f"Allow {event.tool_name} {_brief(event)}? [y]es / [a]lways / [n]o (reason): "
         ).strip()
         if answer.lower() in ("y", "yes"):
             event.allow()
@@ -151,8 +151,8 @@ def _ask_on_stdin(shell: Any, event: Event) -> None:
         event.answer(answers)
 
 
-def _brief(tool_input: dict[str, Any]) -> str:
-    text = str(tool_input.get("command") or tool_input.get("file_path") or tool_input)
+def _brief(request: PermissionRequest) -> str:
+    text = request.command or request.title or str(request.input)
     return text if len(text) <= 200 else text[:200] + "..."
 
 

@@ -1,0 +1,562 @@
+"""The contract every backend passes: one pytest suite, run once per backend.
+
+Each backend adds one `BackendCase` to `CASES`: how to point its real CLI at the scripted model
+server, and how its agent spells the two neutral actions the checks script ("run this shell
+command", "create this file"). Every check is written once, in those neutral words, and runs
+against every case; a backend's own test file covers only what is its alone.
+
+Use it from a test module::
+
+    from agentkernel.testing.backend_conformance import *  # noqa: F403
+
+Each check is also a plain coroutine function (``check_*``) taking a `Harness`, so a test can
+run one against a backend double and expect it to fail (see ``tests/test_conformance.py``).
+Needs pytest (and pytest-asyncio in auto mode), like any test module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from ..backends import Backend
+from ..errors import TurnFailedError
+from ..events import (
+    Event,
+    FileChange,
+    PermissionDecided,
+    PermissionRequest,
+    SessionStarted,
+    Text,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnded,
+    TurnStarted,
+)
+from ..session import Session
+from ._script import Reply, ToolUse, text, tool_use
+from ._server import ScriptedModelServer
+
+__all__ = [
+    "CASES",
+    "BackendCase",
+    "Harness",
+    "conformance_case",
+    "harness",
+    "test_allow_always_is_not_asked_again",
+    "test_allow_reads_allows_no_write",
+    "test_bad_cli_path_is_a_clear_error",
+    "test_denied_shell_command_does_not_run",
+    "test_headless_default_denies_every_command",
+    "test_history_reaches_the_model",
+    "test_interrupt_while_an_approval_waits",
+    "test_interrupt_while_streaming",
+    "test_model_server_down_fails_the_turn",
+    "test_no_process_outlives_its_session",
+    "test_resume_in_a_new_process",
+    "test_shell_command_allowed_runs",
+    "test_text_streams_in_order",
+    "test_write_file_allowed_shows_its_change",
+]
+
+TURN_TIMEOUT_S = 90.0
+"""A bound for one scripted turn, so a backend that never ends its turn fails instead of
+hanging the suite. Scripted turns take well under a second each."""
+
+
+@dataclass(frozen=True)
+class BackendCase:
+    """How the suite drives one backend."""
+
+    name: str
+    """The case's id; also the backend's entry-point name unless `backend` says otherwise."""
+    shell: Callable[[str], ToolUse]
+    """This agent's tool call that runs a shell command."""
+    write_file: Callable[[str, str], ToolUse]
+    """This agent's tool call that creates the file at an absolute path with a text."""
+    session_options: Callable[[ScriptedModelServer, Path], dict[str, Any]]
+    """`Session` keyword arguments that point the backend at the server; the path is a
+    directory for the agent's own config and state, fresh per check and shared by its sessions
+    (so a resumed session finds its conversation), apart from the working directory."""
+    bad_cli_options: Callable[[Path], dict[str, Any]]
+    """`Session` keyword arguments naming a CLI executable that does not exist at that path."""
+    missing: Callable[[], str | None] = field(default=lambda: None)
+    """Why the backend cannot run here (its CLI is not installed), or None."""
+    backend: str | type[Backend] | None = None
+    """The backend to run, when not the registered one named `name` (a test double)."""
+
+
+def _claude_options(server: ScriptedModelServer, config: Path) -> dict[str, Any]:
+    return {
+        "env": {
+            **server.claude_env(),
+            "CLAUDE_CONFIG_DIR": str(config),
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+        }
+    }
+
+
+CLAUDE = BackendCase(
+    name="claude",
+    shell=lambda command: tool_use("Bash", {"command": command}),
+    write_file=lambda path, body: tool_use("Write", {"file_path": path, "content": body}),
+    session_options=_claude_options,
+    bad_cli_options=lambda folder: {"backend_options": {"cli_path": str(folder / "no-claude")}},
+)
+
+CASES: list[BackendCase] = [CLAUDE]
+
+
+# -- the harness -------------------------------------------------------------------------------
+
+
+class Harness:
+    """One check's world: a scripted server, a working directory, and the sessions made,
+    all closed (and checked for leftover processes) at the end."""
+
+    def __init__(self, case: BackendCase, root: Path) -> None:
+        self.case = case
+        self.root = root
+        self.cwd = root / "work"
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        self.config = root / "agent-config"
+        self.config.mkdir(parents=True, exist_ok=True)
+        self.server = ScriptedModelServer([])
+        self.sessions: list[Session] = []
+
+    def script(self, *replies: Reply) -> None:
+        self.server.add(*replies)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "cwd": self.cwd,
+            "store": False,
+            **self.case.session_options(self.server, self.config),
+        }
+        options.update(overrides)
+        return options
+
+    def session(self, options: dict[str, Any] | None = None, **overrides: Any) -> Session:
+        """A session on this case's backend, with `options` (default: `self.options`)."""
+        backend = self.case.backend or self.case.name
+        session = Session(backend, **(options or self.options(**overrides)))
+        self.sessions.append(session)
+        return session
+
+    async def stream(
+        self,
+        session: Session,
+        prompt: str,
+        on_event: Callable[[Event], Any] | None = None,
+        **options: Any,
+    ) -> list[Event]:
+        """All events of one streamed turn, calling `on_event` on each as it arrives."""
+
+        async def run() -> list[Event]:
+            events: list[Event] = []
+            async for event in session.stream(prompt, **options):
+                events.append(event)
+                if on_event is not None:
+                    outcome = on_event(event)
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+            return events
+
+        try:
+            return await asyncio.wait_for(run(), TURN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                f"{self.case.name}: the turn {prompt!r} did not end within {TURN_TIMEOUT_S} s "
+                "(a backend must end every turn with exactly one TurnEnded)"
+            ) from None
+
+    async def close(self) -> None:
+        pids = [pid for session in self.sessions for pid in session.pids()]
+        for session in self.sessions:
+            if not session.is_finished:
+                await session.close()
+        self.server.stop()
+        alive = _still_alive(pids)
+        assert not alive, f"{self.case.name}: agent processes outlived their session: {alive}"
+
+
+@pytest.fixture(params=CASES, ids=lambda case: case.name)
+def conformance_case(request: pytest.FixtureRequest) -> BackendCase:
+    case: BackendCase = request.param
+    if reason := case.missing():
+        pytest.skip(f"{case.name}: {reason}")
+    return case
+
+
+@pytest.fixture
+async def harness(conformance_case: BackendCase, tmp_path: Path) -> AsyncIterator[Harness]:
+    world = Harness(conformance_case, tmp_path)
+    world.server.start()
+    try:
+        yield world
+    finally:
+        await world.close()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _ended(events: list[Event]) -> TurnEnded:
+    ends = [e for e in events if isinstance(e, TurnEnded)]
+    assert len(ends) == 1, f"a turn must end with exactly one TurnEnded, got {len(ends)}"
+    assert events[-1] is ends[0], "TurnEnded must be the turn's last event"
+    return ends[0]
+
+
+def _of(events: list[Event], cls: type[Any]) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+def _still_alive(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if _alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _descendants() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def _request_text(server: ScriptedModelServer, index: int = -1) -> str:
+    return json.dumps(server.requests[index].body)
+
+
+SLOW_TEXT = "word " * 400
+"""Streamed 4 characters every 50 ms: about 25 s unless interrupted."""
+
+
+# -- the checks --------------------------------------------------------------------------------
+
+
+async def check_text_streams_in_order(h: Harness) -> None:
+    reply = "Hello from the scripted model, streamed in pieces."
+    h.script(Reply(match="say hello", blocks=[text(reply)], chunk_size=8))
+    events = await h.stream(h.session(), "say hello")
+    assert isinstance(events[0], SessionStarted | TurnStarted), events[0]
+    started = _of(events, SessionStarted)
+    assert started and started[0].backend_session_id, "SessionStarted names the backend's id"
+    deltas = _of(events, TextDelta)
+    assert len(deltas) >= 2, "text must stream as deltas"
+    assert "".join(d.text for d in deltas) == reply
+    assert [t.text for t in _of(events, Text)] == [reply]
+    assert _ended(events).stop_reason == "end_turn"
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+async def check_history_reaches_the_model(h: Harness) -> None:
+    h.script(
+        Reply(match="remember the word", blocks=[text("Noted: pelican.")]),
+        Reply(match="which word", blocks=[text("It was pelican.")]),
+    )
+    session = h.session()
+    first = await session.send("remember the word pelican")
+    assert first.text == "Noted: pelican."
+    second = await session.send("which word did I say?")
+    assert second.text == "It was pelican."
+    sent = _request_text(h.server)
+    assert "remember the word pelican" in sent and "Noted: pelican." in sent
+    assert session.stats.turns == 2
+
+
+async def _shell_turn(h: Harness, session: Session, command: str, answer: Callable[..., Any]):
+    h.script(
+        Reply(match="run the command", blocks=[h.case.shell(command)]),
+        Reply(match="tool_result", blocks=[text("The command is done.")]),
+    )
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, PermissionRequest):
+            answer(event)
+
+    return await h.stream(session, "run the command", on_event)
+
+
+async def check_shell_command_allowed_runs(h: Harness) -> None:
+    marker = h.cwd / "allowed.txt"
+    events = await _shell_turn(h, h.session(), f"touch {marker}", lambda r: r.allow())
+    requests = _of(events, PermissionRequest)
+    assert len(requests) == 1, f"one request for one command, got {requests}"
+    assert requests[0].kind == "execute" and str(marker) in (requests[0].command or "")
+    calls = _of(events, ToolCall)
+    assert calls and calls[0].kind == "execute", calls
+    assert marker.exists(), "the allowed command did not run"
+    assert [d.behavior for d in _of(events, PermissionDecided)] == ["allow"]
+    assert _of(events, ToolResult), "the command's result is reported"
+    assert _ended(events).stop_reason == "end_turn"
+
+
+async def check_denied_shell_command_does_not_run(h: Harness) -> None:
+    marker = h.cwd / "denied.txt"
+    events = await _shell_turn(h, h.session(), f"touch {marker}", lambda r: r.deny("not now"))
+    assert not marker.exists(), "a denied command ran"
+    decided = _of(events, PermissionDecided)
+    assert [(d.behavior, d.by) for d in decided] == [("deny", "user")]
+    follow_up = [r for r in h.server.requests if r.matched and r.matched.match == "tool_result"]
+    assert follow_up, "the model must hear that its command was denied"
+    assert _ended(events).stop_reason == "end_turn"
+
+
+async def check_allow_always_is_not_asked_again(h: Harness) -> None:
+    log = h.cwd / "always.log"
+    command = f"echo again >> {log}"
+    session = h.session()
+    first = await _shell_turn(h, session, command, lambda r: r.allow_always())
+    assert len(_of(first, PermissionRequest)) == 1
+    second = await _shell_turn(h, session, command, lambda r: r.deny("asked twice"))
+    assert not _of(second, PermissionRequest), "an always-allowed command was asked again"
+    assert [d.by for d in _of(second, PermissionDecided)] == ["rule"]
+    assert log.read_text().count("again") == 2
+    other = h.cwd / "other.txt"
+    third = await _shell_turn(h, session, f"touch {other}", lambda r: r.deny("other command"))
+    assert len(_of(third, PermissionRequest)) == 1, "a rule covers one exact command only"
+    assert not other.exists()
+
+
+async def check_headless_default_denies_every_command(h: Harness) -> None:
+    """Nothing can ask (``send`` with no handler, no mode): every command is denied, even one
+    the agent would approve on its own, and each denial is recorded."""
+    marker = h.cwd / "headless.txt"
+    h.script(
+        Reply(match="two commands", blocks=[h.case.shell("echo conformance-echo")]),
+        Reply(match="tool_result", blocks=[h.case.shell(f"touch {marker}")], times=1),
+        Reply(match="tool_result", blocks=[text("Both were refused.")]),
+    )
+    record = await h.session().send("run two commands")
+    decided = _of(record.events, PermissionDecided)
+    assert [(d.behavior, d.by) for d in decided] == [("deny", "policy")] * 2, decided
+    assert not marker.exists()
+    ran = [r for r in _of(record.events, ToolResult) if not r.is_error]
+    assert not any(r.output.strip() == "conformance-echo" for r in ran), "echo ran"
+
+
+async def check_write_file_allowed_shows_its_change(h: Harness) -> None:
+    target = h.cwd / "notes.txt"
+    h.script(
+        Reply(match="write the notes", blocks=[h.case.write_file(str(target), "first line\n")]),
+        Reply(match="tool_result", blocks=[text("Written.")]),
+    )
+    seen: list[PermissionRequest] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, PermissionRequest):
+            seen.append(event)
+            event.allow()
+
+    events = await h.stream(h.session(), "write the notes", on_event)
+    assert seen and seen[0].kind == "edit", seen
+    assert any(str(target) in loc or loc.endswith("notes.txt") for loc in seen[0].locations)
+    assert target.read_text() == "first line\n"
+    changes = _of(events, FileChange)
+    assert changes and "+first line" in changes[-1].diff, changes
+
+
+async def check_allow_reads_allows_no_write(h: Harness) -> None:
+    target = h.cwd / "blocked.txt"
+    h.script(
+        Reply(match="write it", blocks=[h.case.write_file(str(target), "nope\n")]),
+        Reply(match="tool_result", blocks=[text("Could not write.")]),
+    )
+    record = await h.session(permission_mode="allow-reads").send("write it")
+    assert not target.exists(), "allow-reads let a write through"
+    assert [d.behavior for d in _of(record.events, PermissionDecided)] == ["deny"]
+
+
+async def check_interrupt_while_streaming(h: Harness) -> None:
+    h.script(
+        Reply(match="talk slowly", blocks=[text(SLOW_TEXT)], chunk_size=4, delay=0.05),
+        Reply(match="still there", blocks=[text("Still here.")], times=0),
+    )
+    session = h.session()
+    interrupted_at: list[float] = []
+
+    async def on_event(event: Event) -> None:
+        if isinstance(event, TextDelta) and not interrupted_at:
+            interrupted_at.append(time.monotonic())
+            await session.interrupt()
+
+    events = await h.stream(session, "talk slowly", on_event)
+    assert interrupted_at, "no text streamed before the interrupt"
+    assert _ended(events).stop_reason == "interrupted"
+    streamed = "".join(d.text for d in _of(events, TextDelta))
+    assert len(streamed) < len(SLOW_TEXT) // 2, "the interrupt did not stop the stream"
+    again = await session.send("are you still there?")
+    assert "Still here." in again.text, "the session must stay usable after an interrupt"
+
+
+async def check_interrupt_while_an_approval_waits(h: Harness) -> None:
+    marker = h.cwd / "never.txt"
+    h.script(
+        Reply(match="run the command", blocks=[h.case.shell(f"touch {marker}")]),
+        Reply(match="still there", blocks=[text("Still here.")], times=0),
+    )
+    session = h.session()
+    pending: list[PermissionRequest] = []
+
+    async def on_event(event: Event) -> None:
+        if isinstance(event, PermissionRequest):
+            pending.append(event)
+            await session.interrupt()
+
+    events = await h.stream(session, "run the command", on_event)
+    assert pending, "the command was not asked about"
+    assert _ended(events).stop_reason == "interrupted"
+    assert not marker.exists(), "an interrupted, unanswered command ran"
+    again = await session.send("are you still there?")
+    assert "Still here." in again.text
+
+
+async def check_resume_in_a_new_process(h: Harness) -> None:
+    h.script(
+        Reply(match="the secret word", blocks=[text("Kept: heron.")]),
+        Reply(match="what was", blocks=[text("It was heron.")]),
+    )
+    first = h.session()
+    await first.send("the secret word is heron")
+    thread = first.backend_session_id
+    assert thread, "a session that ran a turn has a backend session id"
+    first_pids = first.pids()
+    await first.close()
+    backend = h.case.backend or h.case.name
+    resumed = Session.resume(thread, backend=backend, **h.options())
+    h.sessions.append(resumed)
+    record = await resumed.send("what was the word?")
+    assert record.text == "It was heron."
+    assert "the secret word is heron" in _request_text(h.server)
+    assert not set(resumed.pids()) & set(first_pids), "resume must start a new process"
+
+
+async def check_bad_cli_path_is_a_clear_error(h: Harness) -> None:
+    session = h.session(**h.case.bad_cli_options(h.root))
+    try:
+        await asyncio.wait_for(session.send("hello"), TURN_TIMEOUT_S)
+    except TurnFailedError as failure:
+        kinds = [e.kind for e in failure.record.events if e.type == "error"]
+        assert "cli_missing" in kinds, kinds
+        assert str(h.root) in str(failure), f"the error must name the path: {failure}"
+    else:
+        raise AssertionError("a missing CLI must fail the turn")
+
+
+async def check_model_server_down_fails_the_turn(h: Harness) -> None:
+    options = h.options()  # still pointing at the server's address, soon dead
+    h.server.stop()
+    session = h.session(options)
+    try:
+        await asyncio.wait_for(session.send("hello"), TURN_TIMEOUT_S)
+    except TurnFailedError as failure:
+        assert failure.record.status == "error"
+        assert [e for e in failure.record.events if e.type == "error"], "an Error event says why"
+    except asyncio.TimeoutError:
+        raise AssertionError("a dead model server must fail the turn, not hang it") from None
+    else:
+        raise AssertionError("a dead model server must fail the turn")
+
+
+async def check_no_process_outlives_its_session(h: Harness) -> None:
+    h.script(Reply(match="hi", blocks=[text("hi")], times=0))
+    before = _descendants()
+
+    async def started() -> tuple[Session, set[int]]:
+        session = h.session()
+        await session.send("hi")
+        assert session.pids(), "a connected session reports its agent process"
+        return session, _descendants() - before
+
+    closed, spawned = await started()
+    await closed.close()
+    assert not _still_alive(list(spawned)), "close() left processes behind"
+
+    killed, spawned = await started()
+    killed.kill()
+    assert not _still_alive(list(spawned)), "kill() left processes behind"
+
+    dropped, spawned = await started()
+    h.sessions.remove(dropped)
+    del dropped
+    gc.collect()
+    assert not _still_alive(list(spawned)), "a dropped session left processes behind"
+
+
+# -- the suite: one pytest test per check ----------------------------------------------------
+
+
+async def test_text_streams_in_order(harness: Harness) -> None:
+    await check_text_streams_in_order(harness)
+
+
+async def test_history_reaches_the_model(harness: Harness) -> None:
+    await check_history_reaches_the_model(harness)
+
+
+async def test_shell_command_allowed_runs(harness: Harness) -> None:
+    await check_shell_command_allowed_runs(harness)
+
+
+async def test_denied_shell_command_does_not_run(harness: Harness) -> None:
+    await check_denied_shell_command_does_not_run(harness)
+
+
+async def test_allow_always_is_not_asked_again(harness: Harness) -> None:
+    await check_allow_always_is_not_asked_again(harness)
+
+
+async def test_headless_default_denies_every_command(harness: Harness) -> None:
+    await check_headless_default_denies_every_command(harness)
+
+
+async def test_write_file_allowed_shows_its_change(harness: Harness) -> None:
+    await check_write_file_allowed_shows_its_change(harness)
+
+
+async def test_allow_reads_allows_no_write(harness: Harness) -> None:
+    await check_allow_reads_allows_no_write(harness)
+
+
+async def test_interrupt_while_streaming(harness: Harness) -> None:
+    await check_interrupt_while_streaming(harness)
+
+
+async def test_interrupt_while_an_approval_waits(harness: Harness) -> None:
+    await check_interrupt_while_an_approval_waits(harness)
+
+
+async def test_resume_in_a_new_process(harness: Harness) -> None:
+    await check_resume_in_a_new_process(harness)
+
+
+async def test_bad_cli_path_is_a_clear_error(harness: Harness) -> None:
+    await check_bad_cli_path_is_a_clear_error(harness)
+
+
+async def test_model_server_down_fails_the_turn(harness: Harness) -> None:
+    await check_model_server_down_fails_the_turn(harness)
+
+
+async def test_no_process_outlives_its_session(harness: Harness) -> None:
+    await check_no_process_outlives_its_session(harness)
