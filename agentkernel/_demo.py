@@ -21,6 +21,18 @@ LABEL = "[scripted demo model]"
 def demo_script() -> list[Reply]:
     """The replies of the demo model, matched on the quickstart notebook's prompts."""
     return [
+        # Tool follow-ups first: their text (the tool's result, a denial naming the command)
+        # may contain words of the rules below.
+        Reply(
+            match="tool_error",
+            blocks=[text(f"{LABEL} The command was not run, so hello.txt was not created.")],
+            times=0,
+        ),
+        Reply(
+            match="tool_result",
+            blocks=[text(f"{LABEL} Done: hello.txt now holds a greeting.")],
+            times=0,
+        ),
         Reply(
             match="What can you do",
             blocks=[
@@ -44,16 +56,6 @@ def demo_script() -> list[Reply]:
                     },
                 ),
             ],
-            times=0,
-        ),
-        Reply(
-            match="tool_error",
-            blocks=[text(f"{LABEL} The command was not run, so hello.txt was not created.")],
-            times=0,
-        ),
-        Reply(
-            match="tool_result",
-            blocks=[text(f"{LABEL} Done: hello.txt now holds a greeting.")],
             times=0,
         ),
         Reply(

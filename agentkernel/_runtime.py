@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -62,7 +63,9 @@ async def call(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def call_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run `coro` on the runtime loop and block this thread for the result."""
+    """Run `coro` on the runtime loop and block this thread for the result: the one bridge
+    from synchronous code (scripts, line magics, ``session.sync``) to the async core. Safe
+    while the caller's own loop runs (a notebook cell), since `coro` runs on another thread."""
     if in_runtime():
         coro.close()
         raise RuntimeError(
@@ -74,6 +77,51 @@ def call_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     except concurrent.futures.TimeoutError:
         future.cancel()
         raise TimeoutError(f"no answer within {timeout} s") from None
+
+
+class Handoff(Generic[T]):
+    """Items (a session's events) from the runtime thread to a consumer on another loop,
+    with one wake-up per burst: a wake-up per event (thousands a second while text streams)
+    costs more than everything else the session does with the event. The consumer waits on
+    a bare future (no task, no asyncio.wait_for, which on Python < 3.12 can swallow the
+    caller's cancellation, e.g. a kernel interrupt, when the awaited thing completes at
+    once)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[T] = collections.deque()
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: T) -> None:
+        with self._lock:
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def take(self, timeout: float) -> list[T]:
+        """Everything queued; waits up to `timeout` for something (may return nothing)."""
+        with self._lock:
+            if not self._items:
+                self._waiter = self._loop.create_future()
+            waiter = self._waiter
+        if waiter is not None:
+            timer = self._loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+        with self._lock:
+            self._waiter = None
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def on_shutdown(hook: Callable[[], Coroutine[Any, Any, None]]) -> None:

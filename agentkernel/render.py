@@ -183,7 +183,7 @@ def _input_view(
 def _decision_words(
     d: PermissionDecided, *, with_tool: bool, question: Question | None = None
 ) -> tuple[bool, str]:
-    """(allowed, words) for a decision: "Allowed Bash (by user)", "Denied (by rule): why", or
+    """(allowed, words) for a decision: "Allowed run (by user)", "Denied (by rule): why", or
     for a question "Answered (by user)" / "Declined (by user)"; ``with_tool`` names the tool,
     or for a question the answers (when no card shows them)."""
     allowed = d.behavior == "allow"

@@ -13,7 +13,6 @@ through the `PermissionRequest` / `Question` events themselves.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -176,10 +175,9 @@ class _Core:
         )
         if isinstance(event, SessionStarted) and event.backend_session_id:
             self.backend_session_id = event.backend_session_id
-            self.persist(
-                "update_session", self.session_id, backend_session_id=self.backend_session_id
-            )
-        self.persist("append", event)
+            backend_id = self.backend_session_id
+            self.persist(lambda s: s.update_session(self.session_id, backend_session_id=backend_id))
+        self.persist(lambda s: s.append(event))
         current = self.current
         if current is not None:
             current.record.events.append(event)
@@ -207,13 +205,13 @@ class _Core:
                 changed[name] = clean
         return changed
 
-    def persist(self, method: str, *args: Any, **kwargs: Any) -> None:
-        """Write to the store; a store that fails warns once and is dropped, and the session
-        carries on in memory."""
+    def persist(self, write: Callable[[Store], object]) -> None:
+        """Write to the store (``write(store)``); a store that fails warns once and is
+        dropped, and the session carries on in memory."""
         if self.store is None:
             return
         try:
-            getattr(self.store, method)(*args, **kwargs)
+            write(self.store)
         except Exception as exc:  # any store failure must not end the session
             warnings.warn(
                 f"the session store at {getattr(self.store, 'path', '?')} failed ({exc}); "
@@ -325,7 +323,9 @@ class _Core:
     def _backend_alive(self) -> bool:
         """Whether the agent process still runs; one that died (a crash, a signal) is
         reconnected on the next turn, resuming the conversation."""
-        return self.backend is not None and bool(self.backend.pids())
+        if self.backend is None:
+            return False
+        return bool(self.backend.pids()) or getattr(self.backend, "in_process", False)
 
     async def disconnect(self, final: bool = False) -> CloseResult:
         if self.current is not None:
@@ -372,7 +372,9 @@ class _Core:
         self.redact = redactor(self.config.env)
         # The turn's row is written while the prompt travels to the agent, not before.
         started_row = asyncio.get_running_loop().run_in_executor(
-            None, self.persist, "start_turn", self.session_id, record.number, record.prompt
+            None,
+            self.persist,
+            lambda s: s.start_turn(self.session_id, record.number, record.prompt),
         )
         refusal = self._budget_refusal()
         if refusal:
@@ -380,12 +382,9 @@ class _Core:
             self.emit(Error(kind="budget", message=refusal))
             self.emit(TurnEnded(stop_reason="budget", is_error=True))
             self.persist(
-                "end_turn",
-                self.session_id,
-                record.number,
-                "refused",
-                error=refusal,
-                stop_reason="budget",
+                lambda s: s.end_turn(
+                    self.session_id, record.number, "refused", error=refusal, stop_reason="budget"
+                )
             )
             raise BudgetExceededError(refusal)
         self.emit(TurnStarted(prompt=prompt.text))
@@ -450,15 +449,16 @@ class _Core:
         else:
             record.status = "completed"
         self.persist(
-            "end_turn",
-            self.session_id,
-            record.number,
-            record.status,
-            usage=record.usage,
-            duration_s=record.duration_s,
-            model_calls=record.model_calls,
-            error=record.error,
-            stop_reason=record.stop_reason,
+            lambda s: s.end_turn(
+                self.session_id,
+                record.number,
+                record.status,
+                usage=record.usage,
+                duration_s=record.duration_s,
+                model_calls=record.model_calls,
+                error=record.error,
+                stop_reason=record.stop_reason,
+            )
         )
 
     def _budget_refusal(self) -> str | None:
@@ -517,50 +517,6 @@ def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
         for f in dataclasses.fields(cls)
         if not f.name.startswith("_") and f.name not in envelope
     )
-
-
-class _Handoff:
-    """Events from the runtime thread to a consumer on another loop, with one wake-up per
-    burst: a wake-up per event (thousands a second while text streams) costs more than
-    everything else the session does with the event. The consumer waits on a bare future
-    (no task, no asyncio.wait_for, which on Python < 3.12 can swallow the caller's
-    cancellation, e.g. a kernel interrupt, when the awaited thing completes at once)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._items: collections.deque[Event] = collections.deque()
-        self._lock = threading.Lock()
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put(self, event: Event) -> None:
-        with self._lock:
-            self._items.append(event)
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
-
-    async def take(self, timeout: float) -> list[Event]:
-        """Everything queued; waits up to `timeout` for something (may return nothing)."""
-        with self._lock:
-            if not self._items:
-                self._waiter = self._loop.create_future()
-            waiter = self._waiter
-        if waiter is not None:
-            timer = self._loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-        with self._lock:
-            self._waiter = None
-            items = list(self._items)
-            self._items.clear()
-        return items
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _dispatch(sub: _Subscription, event: Event) -> None:
@@ -687,7 +643,8 @@ class Session:
             max_tokens,
             _open_store(store),
         )
-        self._core.persist("create_session", self._record(kind="fork" if fork else "main"))
+        created = self._record(kind="fork" if fork else "main")
+        self._core.persist(lambda s: s.create_session(created))
         _live_cores.add(self._core)
         self._finalizer = weakref.finalize(self, _finalize, self._core)
         self.sync = SyncSession(self)
@@ -707,7 +664,7 @@ class Session:
     @name.setter
     def name(self, value: str) -> None:
         self._name = value
-        self._core.persist("update_session", self.id, name=value)
+        self._core.persist(lambda s: s.update_session(self.id, name=value))
 
     @property
     def title(self) -> str | None:
@@ -716,7 +673,7 @@ class Session:
     @title.setter
     def title(self, value: str | None) -> None:
         self._title = value
-        self._core.persist("update_session", self.id, title=value)
+        self._core.persist(lambda s: s.update_session(self.id, title=value))
 
     @property
     def store(self) -> Store | None:
@@ -885,7 +842,7 @@ class Session:
         permission mode then decides (and defaults to deny). Leaving the loop early (break,
         cancellation, a kernel interrupt) interrupts the turn.
         """
-        handoff = _Handoff(asyncio.get_running_loop())
+        handoff: _runtime.Handoff[Event] = _runtime.Handoff(asyncio.get_running_loop())
         turn = self._new_turn(
             prompt,
             images,
@@ -971,7 +928,7 @@ class Session:
         """Switch model for the next turns."""
         core = self._core
         core.config = dataclasses.replace(core.config, model=model)
-        core.persist("update_session", self.id, model=model)
+        core.persist(lambda s: s.update_session(self.id, model=model))
 
         async def apply() -> None:
             if core.backend is not None and core.state == "connected":
@@ -1172,31 +1129,31 @@ class SyncSession:
         self._session = session
 
     def connect(self) -> None:
-        _run(self._session.connect())
+        _runtime.call_sync(self._session.connect())
 
     def disconnect(self) -> CloseResult:
-        return _run(self._session.disconnect())
+        return _runtime.call_sync(self._session.disconnect())
 
     def close(self) -> CloseResult:
-        return _run(self._session.close())
+        return _runtime.call_sync(self._session.close())
 
     def send(self, prompt: str, **options: Any) -> TurnRecord:
-        return _run(self._session.send(prompt, **options))
+        return _runtime.call_sync(self._session.send(prompt, **options))
 
     def send_and_collect(self, prompt: str, **options: Any) -> list[Event]:
-        return _run(self._session.send_and_collect(prompt, **options))
+        return _runtime.call_sync(self._session.send_and_collect(prompt, **options))
 
     def interrupt(self) -> None:
-        _run(self._session.interrupt())
+        _runtime.call_sync(self._session.interrupt())
 
     def wait_for_idle(self, timeout: float | None = None) -> None:
-        _run(self._session.wait_for_idle(timeout))
+        _runtime.call_sync(self._session.wait_for_idle(timeout))
 
     def set_model(self, model: str | None) -> None:
-        _run(self._session.set_model(model))
+        _runtime.call_sync(self._session.set_model(model))
 
     def clear(self) -> None:
-        _run(self._session.clear())
+        _runtime.call_sync(self._session.clear())
 
     def stream(self, prompt: str, **options: Any) -> Iterator[Event]:
         """Yield the turn's events as they arrive (closing the iterator interrupts the turn)."""
@@ -1219,12 +1176,3 @@ class SyncSession:
                 yield item
         finally:
             future.cancel()
-
-
-def _run(coro: Awaitable[Any]) -> Any:
-    """Run a Session coroutine to completion from synchronous code, on the runtime loop."""
-
-    async def wrapper() -> Any:
-        return await coro
-
-    return _runtime.call_sync(wrapper())

@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 
 from agentkernel._demo import demo_script
 from agentkernel.kernel._demo_script import agent_kernel_script
-from agentkernel.testing import Reply, ScriptedModelServer
+from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE.parent / "notebooks"
@@ -88,3 +88,52 @@ def _regenerate(path: Path, workdir: Path, env: dict[str, str]) -> None:
         os.environ.clear()
         os.environ.update(saved)
     nbformat.write(notebook, path)
+
+
+def test_headless_run_denies_even_commands_the_agent_approves_itself(tmp_path: Path) -> None:
+    """nbclient, default policy: ``echo`` and ``pwd`` (which Claude Code would run without
+    asking) are denied and recorded; with allow-reads a read runs and a write is denied."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("the notes say hello\n")
+    script = [
+        Reply(match="two commands", blocks=[tool_use("Bash", {"command": "echo hi"})]),
+        Reply(match="tool_result", blocks=[tool_use("Bash", {"command": "pwd"})]),
+        Reply(match="tool_result", blocks=[text("Both refused.")]),
+        Reply(
+            match="read then write",
+            blocks=[tool_use("Read", {"file_path": str(work / "notes.txt")})],
+        ),
+        Reply(
+            match="tool_result",
+            blocks=[tool_use("Write", {"file_path": str(work / "out.txt"), "content": "x"})],
+        ),
+        Reply(match="tool_result", blocks=[text("Read it; the write was refused.")]),
+    ]
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext agentkernel"),
+            nbformat.v4.new_code_cell("%%agent\nrun two commands"),
+            nbformat.v4.new_code_cell("%%agent -p allow-reads\nread then write"),
+        ]
+    )
+    with ScriptedModelServer(script) as server:
+        NotebookClient(
+            notebook,
+            timeout=120,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(work)}},
+        ).execute(env=_env(server, tmp_path))
+    decided = []
+    for cell in notebook.cells[1:]:
+        meta = [
+            o.metadata["agentkernel"]
+            for o in cell.outputs
+            if "agentkernel" in o.get("metadata", {})
+        ]
+        decided.append([(d["tool_name"], d["behavior"], d["by"]) for d in meta[-1]["approvals"]])
+    assert decided[0] == [("Bash", "deny", "policy"), ("Bash", "deny", "policy")]
+    assert decided[1] == [("Read", "allow", "policy"), ("Write", "deny", "policy")]
+    shown = "".join(o.get("data", {}).get("text/plain", "") for o in notebook.cells[1].outputs)
+    assert "\nhi\n" not in shown and str(work) + "\n" not in shown.replace("Bash: pwd", "")
+    assert not (work / "out.txt").exists()

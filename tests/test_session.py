@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import struct
 import time
@@ -36,7 +35,7 @@ from agentkernel import (
 from agentkernel.events import event_from_dict
 from agentkernel.testing import Reply, ScriptedModelServer, text, thinking, tool_use
 
-from .conftest import agent_processes, wait_until_gone
+from .conftest import wait_until_gone
 
 MakeSession = Callable[..., Session]
 
@@ -152,39 +151,6 @@ async def test_denied_tool_does_not_run_and_model_gets_the_reason(
     assert outputs and outputs[0].is_error
 
 
-async def test_allow_always_is_not_asked_again(
-    server: ScriptedModelServer, make_session: MakeSession, workspace: Path
-) -> None:
-    target = workspace / "out.txt"
-    _write_file_script(server, target, times=2)
-    session = make_session()
-    asked = 0
-    for _ in range(2):
-        async for event in session.stream("please make the file"):
-            if isinstance(event, PermissionRequest):
-                asked += 1
-                event.allow_always()
-        target.unlink()
-    assert asked == 1
-    decided = [e for r in session.history for e in r.events if isinstance(e, PermissionDecided)]
-    assert [(d.always, d.by) for d in decided] == [(True, "user"), (False, "rule")]
-    assert [str(rule) for rule in session.permissions.rules] == [
-        f"Bash(echo made > {target} && echo wrote-it)"
-    ]
-
-
-async def test_nothing_to_ask_denies_and_says_how_to_allow(
-    server: ScriptedModelServer, make_session: MakeSession, workspace: Path
-) -> None:
-    target = workspace / "out.txt"
-    _write_file_script(server, target)
-    record = await make_session().send("please make the file")
-    assert not target.exists()
-    decided = next(e for e in record.events if isinstance(e, PermissionDecided))
-    assert decided.behavior == "deny" and decided.by == "policy"
-    assert "allow-all" in decided.reason and "allow-all" in server.requests[-1].last_user_text
-
-
 async def test_allow_all_mode_and_a_permission_handler(
     server: ScriptedModelServer, make_session: MakeSession, workspace: Path
 ) -> None:
@@ -234,31 +200,6 @@ async def test_question_answer_reaches_the_model(
 
 
 # -- interrupt, resume, fork, budget -----------------------------------------------------------
-
-
-async def test_interrupt_ends_a_slow_turn_quickly_and_session_stays_usable(
-    server: ScriptedModelServer, make_session: MakeSession
-) -> None:
-    server.add(
-        Reply(match="slow", blocks=[text("x" * 4000)], chunk_size=4, delay=0.01),
-        Reply(match="after", blocks=[text("Still here.")]),
-    )
-    session = make_session()
-    await session.connect()
-    stream = session.stream("a slow one")
-    async for event in stream:
-        if isinstance(event, TextDelta):
-            break
-    started = time.monotonic()
-    await session.interrupt()
-    await session.wait_for_idle(timeout=5)
-    took = time.monotonic() - started
-    record = session.history[-1]
-    assert record.status == "interrupted" and record.stop_reason == "interrupted"
-    assert took < 1.0, f"interrupt took {took:.2f} s"
-    again = await session.send("after that")
-    assert again.text == "Still here."
-    assert "a slow one" in " ".join(request_texts(server))
 
 
 async def test_resume_in_a_new_process_and_fork(
@@ -318,7 +259,7 @@ async def test_bad_arguments_fail_fast_and_clearly(make_session: MakeSession) ->
     session = make_session()
     with pytest.raises(ValueError, match="prompt is empty"):
         await session.send("   ")
-    with pytest.raises(ValueError, match="unknown backend 'nope'; available backends: claude"):
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'; available backends: .*claude"):
         Session("nope")
     with pytest.raises(ValueError, match="valid modes: ask, deny, allow-reads, allow-all"):
         Session(permission_mode="yolo")  # type: ignore[arg-type]
@@ -342,12 +283,6 @@ async def test_missing_and_broken_cli(make_session: MakeSession, tmp_path: Path)
         await session.send("hi")
     assert time.monotonic() - started < 30
     assert failure.value.record.status == "error"
-
-
-async def test_model_server_down(agent_env: dict[str, str], make_session: MakeSession) -> None:
-    env = {**agent_env, "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
-    with pytest.raises(TurnFailedError, match=r"(?i)connection refused|ECONNREFUSED"):
-        await make_session(env=env).send("hi")
 
 
 async def test_overloaded_and_cut_stream_are_clear_errors_and_session_recovers(
@@ -498,30 +433,3 @@ def _png_pixel() -> bytes:
 
 
 # -- no orphans --------------------------------------------------------------------------------
-
-
-async def test_no_agent_process_outlives_its_session(
-    server: ScriptedModelServer, agent_env: dict[str, str], workspace: Path
-) -> None:
-    server.add(Reply(blocks=[text("hi")], times=0))
-
-    closed = Session(env=agent_env, cwd=workspace)
-    await closed.send("hi")
-    pids = closed.pids()
-    assert pids and all(p in [c.pid for c in agent_processes()] for p in pids)
-    await closed.close()
-    assert wait_until_gone(pids) == []
-
-    killed = Session(env=agent_env, cwd=workspace)
-    await killed.send("hi")
-    pids = killed.pids()
-    killed.kill()
-    assert wait_until_gone(pids) == []
-    assert killed.is_finished or wait_until_gone(pids) == []
-
-    dropped = Session(env=agent_env, cwd=workspace)
-    await dropped.send("hi")
-    pids = dropped.pids()
-    del dropped
-    gc.collect()
-    assert wait_until_gone(pids) == []

@@ -123,7 +123,9 @@ class Backend(Protocol):
         """End the agent process now (no await: usable from finalizers and signal paths)."""
 
     def pids(self) -> list[int]:
-        """Processes this backend started and still holds (for cleanup checks)."""
+        """Processes this backend started and still holds (for cleanup checks). A session
+        whose backend holds none is reconnected before its next turn, unless the backend
+        class sets ``in_process = True`` (it runs inside this interpreter)."""
 
 
 def available_backends() -> dict[str, Any]:

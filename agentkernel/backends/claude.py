@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -111,6 +112,8 @@ _TOOL_KINDS: dict[str, ToolKind] = {
 }
 """Claude Code's tools in the neutral vocabulary; a tool not listed (Agent, Skill, MCP tools)
 is "other", which every permission mode short of allow-all asks about or denies."""
+_HOOK_DENIAL = re.compile(r"^PreToolUse:\S+ hook error: ")
+"""How the CLI prefixes a denial our PreToolUse hook gave; the user sees only our reason."""
 _HOOK_TIMEOUT_S = 24 * 3600.0
 """The PreToolUse hook waits for a person's click: the CLI's 60 s default would decide for them."""
 
@@ -443,12 +446,11 @@ class ClaudeBackend:
         for block in message.content:
             if isinstance(block, sdk.ToolResultBlock):
                 is_error = bool(block.is_error)
+                output = _result_text(block.content)
+                if is_error:
+                    output = _HOOK_DENIAL.sub("", output, count=1)
                 self._host.emit(
-                    ToolResult(
-                        tool_use_id=block.tool_use_id,
-                        output=_result_text(block.content),
-                        is_error=is_error,
-                    )
+                    ToolResult(tool_use_id=block.tool_use_id, output=output, is_error=is_error)
                 )
                 snapshot = self._file_snapshots.pop(block.tool_use_id, None)
                 if snapshot and not is_error:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Enum, Unicode
 
-from .. import __version__
+from .. import __version__, _runtime
 from ..backends import load_backend
 from ..session import Session, shared_store
 from . import _introspect
@@ -144,8 +144,9 @@ class AgentKernel(IPythonKernel):
     async def _warm_up_session(self) -> None:
         try:
             magics = self.magics
-            # The backend's SDK takes seconds to import: off the loop, which keeps answering.
-            await _in_daemon_thread(load_backend, magics.default_backend)
+            # The backend's SDK takes seconds to import: on the runtime thread (a daemon, so a
+            # shutdown meanwhile does not wait for it), while the kernel's loop keeps answering.
+            await _runtime.call(_import_backend(magics.default_backend))
             with self._starting:
                 if self._shutting_down:
                     return
@@ -385,30 +386,8 @@ def _new_session(magics: AgentMagics, name: str) -> Session:
     return session
 
 
-async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """``await asyncio.to_thread(function, *args)``, but in a daemon thread: a kernel shut
-    down in the middle exits at once instead of waiting for the worker thread to finish."""
-    loop = asyncio.get_running_loop()
-    result: asyncio.Future[Any] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if result.done():
-            return
-        if error is None:
-            result.set_result(value)
-        else:
-            result.set_exception(error)
-
-    def run() -> None:
-        try:
-            value = function(*args)
-        except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, value, None)
-
-    threading.Thread(target=run, name="agentkernel-warm-up", daemon=True).start()
-    return await result
+async def _import_backend(name: str) -> None:
+    load_backend(name)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,9 @@ compiles it; IPython then runs it with top-level await. Calling the cell magic d
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from IPython.core.magic_arguments import (
 )
 from traitlets import Dict, Enum, Unicode
 
-from .. import export
+from .. import _runtime, export
 from ..backends import DEFAULT_BACKEND, available_backends
 from ..errors import AgentKernelError
 from ..permissions import PERMISSION_MODES, validate_mode
@@ -135,7 +133,7 @@ class AgentMagics(Magics):
             return
         # Called directly (not through the transformer): no loop to await on, so block and
         # let the permission mode decide.
-        _run_blocking(self.run_cell(line, cell, frontend="headless"))
+        _runtime.call_sync(self.run_cell(line, cell, frontend="headless"))
 
     async def run_cell(self, line: str, body: str, frontend: str | None = None) -> None:
         """The body of a ``%%agent`` cell, awaited by the rewritten cell."""
@@ -334,7 +332,7 @@ class AgentMagics(Magics):
 
     def cmd_interrupt(self, args: Any) -> None:
         session = self.sessions.get(args.name)
-        _run_blocking(session.interrupt())
+        _runtime.call_sync(session.interrupt())
         print(f"Interrupted {session.name!r}.")
 
     def cmd_stats(self, args: Any) -> None:
@@ -362,7 +360,7 @@ class AgentMagics(Magics):
     def cmd_model(self, args: Any) -> None:
         session = self.sessions.get(args.session)
         if args.model:
-            _run_blocking(session.set_model(args.model))
+            _runtime.call_sync(session.set_model(args.model))
         print(f"session {session.name!r} model: {session.model or '(backend default)'}")
 
     def cmd_permissions(self, args: Any) -> None:
@@ -403,7 +401,7 @@ class AgentMagics(Magics):
 
     def cmd_close(self, args: Any) -> None:
         session = self.sessions.pop(args.name or self.sessions.current)
-        result = _run_blocking(session.close())
+        result = _runtime.call_sync(session.close())
         print(f"Closed {session.name!r} (agent exit code {result.exit_code}).")
 
 
@@ -517,26 +515,6 @@ def _subcommand_parser() -> MagicArgumentParser:
     return parser
 
 
-def _run_blocking(coro: Any) -> Any:
-    """Run a coroutine from synchronous magic code, even while the kernel's loop is running:
-    it goes to a private loop in a worker thread, and the agent itself is on the runtime
-    thread anyway."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # handed back to the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, name="agentkernel-magic")
-    worker.start()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
 def agent_cell_transformer(lines: list[str]) -> list[str]:
     """Rewrite a ``%%agent`` cell into an awaited call, so it runs as an async cell."""
     start = next((i for i, text in enumerate(lines) if text.strip()), len(lines))
@@ -565,4 +543,4 @@ def unload(shell: Any) -> None:
     magics = shell.user_ns.pop(HANDLE, None)
     shell.user_ns_hidden.pop(HANDLE, None)
     if isinstance(magics, AgentMagics):
-        _run_blocking(magics.sessions.close_all())
+        _runtime.call_sync(magics.sessions.close_all())

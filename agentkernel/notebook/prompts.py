@@ -29,7 +29,7 @@ import ipywidgets as widgets
 from agentkernel.events import Decision, PermissionRequest, Question
 from agentkernel.render import tool_input_html
 
-__all__ = ["ApprovalPrompt", "Prompt", "QuestionPrompt", "close_tree"]
+__all__ = ["ApprovalPrompt", "DecisionCard", "QuestionPrompt", "close_tree"]
 
 _BORDER = "1px solid rgba(191,135,0,0.6)"
 
@@ -64,8 +64,9 @@ def _outcome_html(decision: Decision | None, *, late: bool) -> str:
     return f'<span style="color:#d1242f">✖ {prefix}Denied{html.escape(reason)}</span>'
 
 
-class Prompt(widgets.VBox):
-    """Common frame: the question, the controls, and a line that shows the outcome."""
+class DecisionCard(widgets.VBox):
+    """The card a pending decision shows in the cell (an approval or a question): what is
+    asked, the controls, and a line that shows the outcome."""
 
     event: PermissionRequest | Question
 
@@ -99,7 +100,7 @@ class Prompt(widgets.VBox):
         self.settle(late=not accepted)
 
 
-class ApprovalPrompt(Prompt):
+class ApprovalPrompt(DecisionCard):
     """Allow / Always allow / Deny (with an optional reason) for one permission request.
     ``show_input`` repeats the tool's input (leave it off under the tool's own card)."""
 
@@ -129,7 +130,7 @@ class ApprovalPrompt(Prompt):
         super().__init__(info, [buttons])
 
 
-class QuestionPrompt(Prompt):
+class QuestionPrompt(DecisionCard):
     """The agent's questions: one button per option (checkboxes when several may be chosen),
     a free-text answer per question, Submit and Decline.
 

@@ -25,9 +25,6 @@ class SessionRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._sessions
 
-    def names(self) -> list[str]:
-        return list(self._sessions)
-
     def items(self) -> list[tuple[str, Session]]:
         return list(self._sessions.items())
 
@@ -41,12 +38,6 @@ class SessionRegistry:
                 f"`%agent new {name}` or `%%agent --session {name}`"
             )
         return self._sessions[name]
-
-    def get_or_create(self, name: str | None = None, **options: Any) -> Session:
-        name = name or self.current
-        if name in self._sessions and not self._sessions[name].is_finished:
-            return self._sessions[name]
-        return self.create(name, **options)
 
     def create(self, name: str, **options: Any) -> Session:
         """A new session under `name`; a session already there is replaced (not closed)."""

@@ -41,7 +41,7 @@ from agentkernel.events import (
 from agentkernel.render import Block, QuestionBlock, StreamBlock, TextPrinter, ToolBlock, Transcript
 
 from ._widget import BlockWidget
-from .prompts import ApprovalPrompt, Prompt, QuestionPrompt, close_tree
+from .prompts import ApprovalPrompt, DecisionCard, QuestionPrompt, close_tree
 
 __all__ = ["TurnView"]
 
@@ -91,10 +91,10 @@ class TurnView:
         self._status: BlockWidget | None = None
         self._status_html = ""
         # What is shown, in order (blocks and prompts), and what the front end has not got yet.
-        self._items: list[Block | Prompt] = []
+        self._items: list[Block | DecisionCard] = []
         self._placed: set[Block] = set()
         self._widgets: dict[Block, BlockWidget] = {}
-        self._prompts: dict[str, Prompt] = {}
+        self._prompts: dict[str, DecisionCard] = {}
         self._dirty: set[Block] = set()
         self._pending: dict[StreamBlock, list[str]] = {}
         self._sent: dict[StreamBlock, int] = {}  # characters of a stream block sent so far
@@ -197,7 +197,7 @@ class TurnView:
     def _add_prompt(self, event: PermissionRequest | Question, *, carded: bool) -> bool:
         if event._decision is None or event.decided:
             return False  # a stored copy, or already settled by a rule or a policy
-        prompt: Prompt
+        prompt: DecisionCard
         if isinstance(event, PermissionRequest):
             prompt = ApprovalPrompt(event, show_input=not carded)
         else:

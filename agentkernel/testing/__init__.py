@@ -94,6 +94,7 @@ Routes: ``POST /v1/messages`` (Anthropic Messages, streaming or not; Claude Code
 yet exercised against the Codex and Copilot CLIs. Anything else gets a JSON 404.
 """
 
+from ._fake import FakeBackend, FakeTurn, Say, UseTool
 from ._script import (
     Block,
     Reply,
@@ -112,14 +113,18 @@ from ._server import API_KEY, RecordedRequest, ScriptedModelServer
 __all__ = [
     "API_KEY",
     "Block",
+    "FakeBackend",
+    "FakeTurn",
     "RecordedRequest",
     "Reply",
+    "Say",
     "Script",
     "ScriptError",
     "ScriptedModelServer",
     "Text",
     "Thinking",
     "ToolUse",
+    "UseTool",
     "load_script",
     "text",
     "thinking",

@@ -114,7 +114,89 @@ CLAUDE = BackendCase(
     bad_cli_options=lambda folder: {"backend_options": {"cli_path": str(folder / "no-claude")}},
 )
 
-CASES: list[BackendCase] = [CLAUDE]
+
+def _acp_claude_missing() -> str | None:
+    import shutil
+
+    if shutil.which("claude-agent-acp"):
+        return None
+    return "claude-agent-acp is not on PATH: npm install -g @agentclientprotocol/claude-agent-acp"
+
+
+ACP = BackendCase(
+    name="acp",
+    shell=lambda command: tool_use("Bash", {"command": command}),
+    write_file=lambda path, body: tool_use("Write", {"file_path": path, "content": body}),
+    session_options=lambda server, config: {
+        **_claude_options(server, config),
+        "backend_options": {"agent": "claude"},  # claude-agent-acp: Claude Code behind ACP
+    },
+    bad_cli_options=lambda folder: {
+        "backend_options": {"agent": str(folder / "no-claude-agent-acp")}
+    },
+    missing=_acp_claude_missing,
+)
+
+
+def _codex_options(server: ScriptedModelServer, config: Path) -> dict[str, Any]:
+    from ..backends.codex import provider_config  # the backend module, only when it runs
+    from ._server import API_KEY
+
+    return {
+        "model": "gpt-5.5",  # a model the CLI knows (`codex debug models`)
+        "env": {"CODEX_HOME": str(config), "SCRIPTED_MODEL_KEY": API_KEY},
+        "backend_options": {
+            "config": provider_config(f"{server.url}/v1", env_key="SCRIPTED_MODEL_KEY", retries=0)
+        },
+    }
+
+
+CODEX = BackendCase(
+    name="codex",
+    shell=lambda command: tool_use("exec_command", {"cmd": command}),
+    write_file=lambda path, body: tool_use(
+        "apply_patch",
+        {
+            "input": f"*** Begin Patch\n*** Add File: {path}\n"
+            + "".join(f"+{line}\n" for line in body.splitlines())
+            + "*** End Patch\n"
+        },
+    ),
+    session_options=_codex_options,
+    bad_cli_options=lambda folder: {"backend_options": {"codex_bin": str(folder / "no-codex")}},
+)
+
+
+def _copilot_options(server: ScriptedModelServer, config: Path) -> dict[str, Any]:
+    openai = server.openai_env()
+    provider = {"type": "openai", "base_url": openai["OPENAI_BASE_URL"], "wire_api": "completions"}
+    return {
+        "model": "gpt-4.1",  # a model the CLI knows: its tool set and token limits follow
+        "env": {"HOME": str(config), "COPILOT_HOME": str(config), "COPILOT_OFFLINE": "true"},
+        "backend_options": {"provider": {**provider, "api_key": openai["OPENAI_API_KEY"]}},
+    }
+
+
+def _copilot_missing() -> str | None:
+    from .._cli_install import CLIInstallError, CLINotFoundError, ensure_copilot_cli
+
+    try:
+        ensure_copilot_cli()  # installs it (npm) on a fresh machine
+    except (CLIInstallError, CLINotFoundError) as exc:
+        return f"the Copilot CLI is missing and could not be installed: {exc}"
+    return None
+
+
+COPILOT = BackendCase(
+    name="copilot",
+    shell=lambda command: tool_use("bash", {"command": command, "description": "Run it"}),
+    write_file=lambda path, body: tool_use("create", {"path": path, "file_text": body}),
+    session_options=_copilot_options,
+    bad_cli_options=lambda folder: {"backend_options": {"cli_path": str(folder / "no-copilot")}},
+    missing=_copilot_missing,
+)
+
+CASES: list[BackendCase] = [CLAUDE, ACP, CODEX, COPILOT]
 
 
 # -- the harness -------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""The public face, locked: a change here is a change users see, so it is made on purpose
+(and the README follows)."""
+
+from __future__ import annotations
+
+import agentkernel
+import agentkernel.testing
+from agentkernel import Session
+
+PUBLIC = {
+    "AgentKernelError", "BudgetExceededError", "Decision", "Error", "Event", "FileChange",
+    "Other", "PermissionDecided", "PermissionRequest", "PlanUpdate", "Question", "Session",
+    "SessionClosedError", "SessionStarted", "Stats", "SyncSession", "Text", "TextDelta",
+    "Thinking", "ThinkingDelta", "ToolCall", "ToolInfo", "ToolKind", "ToolResult", "TurnEnded",
+    "TurnFailedError", "TurnRecord", "TurnStarted", "Usage", "UsageUpdate",
+    "load_ipython_extension", "unload_ipython_extension",
+}  # fmt: skip
+
+SESSION = {
+    "backend_session_id", "clear", "close", "connect", "cwd", "disconnect", "fork", "history",
+    "interrupt", "is_connected", "is_finished", "is_idle", "kill", "max_budget_usd",
+    "max_tokens", "model", "name", "off", "on", "permission_handler", "permission_mode",
+    "permissions", "pids", "reasoning_effort", "resume", "send", "send_and_collect",
+    "set_model", "stats", "store", "stream", "subscribe", "title", "wait_for_idle",
+}  # fmt: skip
+"""Class attributes; instances add ``id``, ``backend_name``, ``metadata``, ``parent_id``,
+``notebook_path`` and ``sync``."""
+
+
+def test_package_exports() -> None:
+    assert set(agentkernel.__all__) == PUBLIC
+    assert all(hasattr(agentkernel, name) for name in PUBLIC)
+
+
+def test_session_attributes() -> None:
+    assert {name for name in dir(Session) if not name.startswith("_")} == SESSION
+
+
+def test_testing_exports_resolve() -> None:
+    assert all(hasattr(agentkernel.testing, name) for name in agentkernel.testing.__all__)
+    assert {"ScriptedModelServer", "Reply", "FakeBackend"} <= set(agentkernel.testing.__all__)
