@@ -323,20 +323,19 @@ def test_tool_cards_show_what_the_backend_says() -> None:
     """The command of an execute call, an edit's diff lines, the title, and the input only
     where the title does not already say it."""
     from agentkernel.events import ToolInfo
+    from agentkernel.render.tool import _input_view
 
-    assert render._input_view("run", {}, ToolInfo(kind="execute", command="make\nmake test")) == (
+    assert _input_view("run", {}, ToolInfo(kind="execute", command="make\nmake test")) == (
         "",
         ("bash", "make\nmake test"),
     )
-    view = render._input_view(
-        "patch", EDIT, ToolInfo(kind="edit", title="Edit a.py", diff=EDIT_DIFF)
-    )
+    view = _input_view("patch", EDIT, ToolInfo(kind="edit", title="Edit a.py", diff=EDIT_DIFF))
     assert view == ("Edit a.py", ("diff", " x = 1\n-y = 2\n+y = 3"))
-    assert render._input_view("open", {"path": "a"}, ToolInfo(kind="read", title="Read a")) == (
+    assert _input_view("open", {"path": "a"}, ToolInfo(kind="read", title="Read a")) == (
         "Read a",
         None,
     )
-    assert render._input_view("open", {"path": "a", "limit": 5}, ToolInfo(title="Read a"))[1] == (
+    assert _input_view("open", {"path": "a", "limit": 5}, ToolInfo(title="Read a"))[1] == (
         "json",
         '{"path": "a", "limit": 5}',
     )
