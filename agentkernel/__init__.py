@@ -6,6 +6,7 @@ Python API underneath them.
 
 from .errors import AgentKernelError, BudgetExceededError, SessionClosedError, TurnFailedError
 from .events import (
+    Compaction,
     Decision,
     Error,
     Event,
@@ -16,6 +17,7 @@ from .events import (
     PlanUpdate,
     Question,
     SessionStarted,
+    Task,
     Text,
     TextDelta,
     Thinking,
@@ -50,6 +52,7 @@ def unload_ipython_extension(ipython: object) -> None:
 __all__ = [
     "AgentKernelError",
     "BudgetExceededError",
+    "Compaction",
     "Decision",
     "Error",
     "Event",
@@ -64,6 +67,7 @@ __all__ = [
     "SessionStarted",
     "Stats",
     "SyncSession",
+    "Task",
     "Text",
     "TextDelta",
     "Thinking",

@@ -1,4 +1,4 @@
-"""``python -m agentkernel``: the offline demo and kernel installation."""
+"""``python -m agentkernel``: the offline demo, kernel installation and agent CLI installation."""
 
 from __future__ import annotations
 
@@ -31,7 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     install.add_argument("--backend", "-b", help="Backend of the kernel's session.")
     install.add_argument("--model", "-m", help="Model of the kernel's session.")
+    install_cli = sub.add_parser(
+        "install-cli",
+        help="Install an agent CLI that no wheel ships into agentkernel's own folder (from npm: "
+        "copilot = @github/copilot, claude-acp = @agentclientprotocol/claude-agent-acp).",
+    )
+    install_cli.add_argument(
+        "agents", nargs="+", choices=["copilot", "claude-acp"], help="Which agents' CLIs."
+    )
     args = parser.parse_args(argv)
+    if args.command == "install-cli":
+        from ._cli_install import CLIInstallError, install_claude_acp, install_copilot_cli
+
+        installers = {"copilot": install_copilot_cli, "claude-acp": install_claude_acp}
+        for agent in args.agents:
+            try:
+                binary = installers[agent]()
+            except CLIInstallError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"Installed {agent}: {binary}")
+        return 0
     if args.command == "install":
         from .kernel import install_kernel_spec
 

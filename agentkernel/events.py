@@ -24,6 +24,7 @@ __all__ = [
     "READ_ONLY_KINDS",
     "STOP_REASONS",
     "TOOL_KINDS",
+    "Compaction",
     "Decision",
     "Error",
     "ErrorKind",
@@ -36,6 +37,7 @@ __all__ = [
     "Question",
     "SessionStarted",
     "StopReason",
+    "Task",
     "Text",
     "TextDelta",
     "Thinking",
@@ -100,6 +102,8 @@ class Event:
     turn: int = 0
     seq: int = 0
     timestamp: float = field(default_factory=time.time)
+    parent_tool_use_id: str | None = None
+    """Set by the backend on the events of a sub-agent: the parent's tool call that runs it."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -261,11 +265,29 @@ class FileChange(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class PlanUpdate(Event):
-    """The agent's todo list / plan. Each item: ``{"content", "status"}`` (status: pending,
-    in_progress, completed)."""
+    """The agent's task list, whole. Each item: ``{"id", "content", "status"}`` (status:
+    pending, in_progress, completed; ``id`` optional). Sent only for a task update that took
+    effect, never for a failed call."""
 
     type: ClassVar[str] = "plan_update"
     items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One item of the agent's task list (`Session.tasks`)."""
+
+    id: str
+    text: str
+    status: Literal["pending", "in_progress", "completed"] | str = "pending"
+
+    @classmethod
+    def from_item(cls, number: int, item: dict[str, Any]) -> Task:
+        return cls(
+            id=str(item.get("id") or number),
+            text=str(item.get("content", "")),
+            status=str(item.get("status", "pending")),
+        )
 
 
 @dataclass(frozen=True)
@@ -419,6 +441,17 @@ class Error(Event):
     message: str
     retryable: bool = False
     raw_kind: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compaction(Event):
+    """The agent compacted its conversation: older turns were replaced by a summary."""
+
+    type: ClassVar[str] = "compaction"
+    trigger: Literal["manual", "auto"] = "manual"
+    tokens_before: int | None = None
+    tokens_after: int | None = None
+    summary: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

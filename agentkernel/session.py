@@ -19,7 +19,9 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 import queue
+import tempfile
 import threading
 import time
 import uuid
@@ -43,20 +45,26 @@ from .backends import (
 )
 from .errors import BudgetExceededError, SessionClosedError, TurnFailedError
 from .events import (
+    Compaction,
     Decision,
     Error,
     Event,
     PermissionDecided,
     PermissionRequest,
+    PlanUpdate,
     Question,
     SessionStarted,
+    Task,
     Text,
+    ToolCall,
+    ToolResult,
     TurnEnded,
     TurnStarted,
     Usage,
 )
+from .hooks import SessionHooks
 from .permissions import PermissionMode, PermissionPolicy, validate_mode
-from .store import SessionRecord, Store, StoredTurn, default_store_path
+from .store import MEMORY, SessionRecord, Store, StoredTurn, default_store_path
 
 log = logging.getLogger("agentkernel")
 
@@ -94,8 +102,57 @@ class TurnRecord:
 
     @property
     def text(self) -> str:
-        """The turn's text blocks, joined: what the agent said."""
-        return "\n\n".join(e.text for e in self.events if isinstance(e, Text))
+        """The turn's text blocks, joined: what the agent itself said (a sub-agent's words stay
+        with its tool call)."""
+        return "\n\n".join(
+            e.text for e in self.events if isinstance(e, Text) and e.parent_tool_use_id is None
+        )
+
+
+class Metadata(dict[str, Any]):
+    """`Session.metadata`: a dict whose every change is saved with the session."""
+
+    def __init__(self, initial: dict[str, Any], *, saved: Callable[[dict[str, Any]], None]):
+        super().__init__(initial)
+        self._saved = saved
+
+    def _changed(self) -> None:
+        self._saved(self)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def __ior__(self, other: Any) -> Metadata:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._changed()
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        item = super().popitem()
+        self._changed()
+        return item
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._changed()
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
 
 
 @dataclass(frozen=True)
@@ -127,6 +184,8 @@ class _TurnState:
     mode: PermissionMode | None
     handler: PermissionHandler | None
     ended: bool = False
+    compact: bool = False
+    """A compaction, not a prompt: the backend compacts (``prompt.text``: instructions)."""
 
 
 class _Core:
@@ -158,7 +217,17 @@ class _Core:
         self.current: _TurnState | None = None
         self.seq = 0
         self.turns_started = 0
-        self.pending: set[concurrent.futures.Future[Decision]] = set()
+        self.pending: dict[str, PermissionRequest | Question] = {}
+        """Open requests (live, answerable), by request id."""
+        self.hooks = SessionHooks()
+        self.earlier: list[TurnRecord] = []
+        """Turns of conversations cleared away: they still count in stats and budgets."""
+        self.reported_model: str | None = None
+        self.tasks: list[Task] = []
+        self.children: dict[str, SessionRecord] = {}
+        """Sub-agent sessions, by the parent tool call that runs them."""
+        self.calls: dict[str, ToolCall] = {}
+        self.summary: str | None = None
         self.close_result: CloseResult | None = None
         self.idle = threading.Event()
         self.idle.set()
@@ -173,10 +242,11 @@ class _Core:
         event = dataclasses.replace(
             event, session_id=self.session_id, turn=turn, seq=self.seq, **self._redacted(event)
         )
-        if isinstance(event, SessionStarted) and event.backend_session_id:
-            self.backend_session_id = event.backend_session_id
-            backend_id = self.backend_session_id
-            self.persist(lambda s: s.update_session(self.session_id, backend_session_id=backend_id))
+        if isinstance(event, SessionStarted):
+            self._started(event)
+        elif event.parent_tool_use_id and event.parent_tool_use_id not in self.children:
+            self._child(event.parent_tool_use_id)
+        self._track(event)
         self.persist(lambda s: s.append(event))
         current = self.current
         if current is not None:
@@ -188,6 +258,55 @@ class _Core:
         for sub in list(self.subscriptions):
             if sub.kind in ("*", event.type):
                 _dispatch(sub, event)
+
+    def workspace(self) -> Path:
+        """The session's own directory, beside its store (created on first use)."""
+        store_path = getattr(self.store, "path", MEMORY)
+        if store_path != MEMORY:
+            base = Path(store_path).parent
+        else:
+            base = Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
+        folder = base / "workspaces" / self.session_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _started(self, event: SessionStarted) -> None:
+        if event.backend_session_id:
+            self.backend_session_id = backend_id = event.backend_session_id
+            self.persist(lambda s: s.update_session(self.session_id, backend_session_id=backend_id))
+        if event.model:
+            self.reported_model = event.model
+
+    def _track(self, event: Event) -> None:
+        """Keep the session's state (tasks, tool calls, summary) as events report it."""
+        if isinstance(event, PlanUpdate) and event.parent_tool_use_id is None:
+            self.tasks = [Task.from_item(n, item) for n, item in enumerate(event.items, 1)]
+        elif isinstance(event, ToolCall):
+            self.calls[event.tool_use_id] = event
+        elif isinstance(event, ToolResult):
+            call = self.calls.pop(event.tool_use_id, None)
+            _spawn(self.hooks.tool_done(call, event))
+        elif isinstance(event, Compaction) and event.summary:
+            self.summary = summary = event.summary
+            self.persist(lambda s: s.update_session(self.session_id, summary=summary))
+
+    def _child(self, parent_tool_use_id: str) -> None:
+        """A sub-agent started: record it as a child session of this one."""
+        call = self.calls.get(parent_tool_use_id)
+        parent = self.store.get_session(self.session_id) if self.store is not None else None
+        child = SessionRecord(
+            backend=parent.backend if parent else "",
+            name=f"subagent-{parent_tool_use_id[-8:]}",
+            title=(call.title or call.name) if call else None,
+            kind="subagent",
+            parent_id=self.session_id,
+            root_id=(parent.root_id or parent.id) if parent else self.session_id,
+            spawn_depth=(parent.spawn_depth + 1) if parent else 1,
+            metadata={"parent_tool_use_id": parent_tool_use_id},
+            cwd=self.config.cwd,
+        )
+        self.children[parent_tool_use_id] = child
+        self.persist(lambda s: s.create_session(child))
 
     def _redacted(self, event: Event) -> dict[str, Any]:
         """Payload fields holding a secret, redacted: nothing downstream (view, store, history,
@@ -230,7 +349,9 @@ class _Core:
         mode = current.mode if current else None
         decision: Decision | None = None
         if isinstance(request, PermissionRequest):
-            decision = self.policy.decide(request, can_ask=can_ask, mode=mode)
+            decision = await self.hooks.decide(request)
+            if decision is None:
+                decision = self.policy.decide(request, can_ask=can_ask, mode=mode)
         elif not can_ask or (mode or self.policy.mode) == "deny":
             decision = Decision(
                 "deny",
@@ -261,11 +382,11 @@ class _Core:
     ) -> Decision:
         future: concurrent.futures.Future[Decision] = concurrent.futures.Future()
         request = dataclasses.replace(request, _decision=future)
-        self.pending.add(future)
         try:
             self.emit(request)
             # emit() stamped a copy; the handler must see the same live object the stream got.
             live = self.current.record.events[-1] if self.current else request
+            self.pending[request.request_id] = live  # type: ignore[assignment]
             handler = turn_handler or self.permission_handler
             if handler is not None:
                 outcome = handler(live)  # type: ignore[arg-type]
@@ -275,7 +396,7 @@ class _Core:
                     live.resolve(outcome)  # type: ignore[union-attr]
             return await asyncio.wrap_future(future)
         finally:
-            self.pending.discard(future)
+            self.pending.pop(request.request_id, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -305,7 +426,9 @@ class _Core:
             )
         if self.state == "connected" and self._backend_alive():
             return
-        config = dataclasses.replace(self.config, resume=self.backend_session_id)
+        config = dataclasses.replace(
+            self.config, resume=self.backend_session_id, workspace=str(self.workspace())
+        )
         if self.backend is not None:
             stale, self.backend = self.backend, None
             with contextlib.suppress(Exception):
@@ -387,7 +510,7 @@ class _Core:
                 )
             )
             raise BudgetExceededError(refusal)
-        self.emit(TurnStarted(prompt=prompt.text))
+        self.emit(TurnStarted(prompt=record.prompt))
         started = time.monotonic()
         try:
             await self._send_to_backend(prompt, turn)
@@ -406,6 +529,7 @@ class _Core:
                 )
         await started_row
         self._finish_record(record)
+        await self.hooks.turn_ended(record)
         return record
 
     async def _send_to_backend(self, prompt: Prompt, turn: _TurnState) -> None:
@@ -418,7 +542,10 @@ class _Core:
             assert self.backend is not None
             delivered = len(turn.record.events)
             try:
-                await self.backend.run_turn(prompt)
+                if turn.compact:
+                    await self.backend.compact(prompt.text or None)  # type: ignore[attr-defined]
+                else:
+                    await self.backend.run_turn(prompt)
                 return
             except ConnectionError:
                 nothing_arrived = len(turn.record.events) == delivered
@@ -479,8 +606,9 @@ class _Core:
         return None
 
     def totals(self) -> Usage:
+        """Usage of every turn this session ever ran, cleared conversations included."""
         total = Usage()
-        for record in self.history:
+        for record in (*self.earlier, *self.history):
             total = total + record.usage
         return total
 
@@ -503,9 +631,8 @@ class _Core:
             await asyncio.sleep(0.01)
 
     def _deny_pending(self, reason: str) -> None:
-        for future in list(self.pending):
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                future.set_result(Decision("deny", reason=reason, by="user"))
+        for request in list(self.pending.values()):
+            request.resolve(Decision("deny", reason=reason, by="user"))
 
 
 @functools.cache
@@ -621,7 +748,6 @@ class Session:
         self.backend_name = backend_cls.name
         self._title = title
         self._name = name or self.id[:8]
-        self.metadata: dict[str, Any] = dict(metadata or {})
         self.parent_id = parent_id
         self.notebook_path = notebook_path
         config = BackendConfig(
@@ -643,11 +769,18 @@ class Session:
             max_tokens,
             _open_store(store),
         )
+        self.metadata = Metadata(metadata or {}, saved=self._save_metadata)
+        self.compact_instructions: str | None = None
+        """What `compact` asks the summary to keep, unless given there."""
         created = self._record(kind="fork" if fork else "main")
         self._core.persist(lambda s: s.create_session(created))
         _live_cores.add(self._core)
         self._finalizer = weakref.finalize(self, _finalize, self._core)
         self.sync = SyncSession(self)
+
+    def _save_metadata(self, metadata: dict[str, Any]) -> None:
+        saved = dict(metadata)
+        self._core.persist(lambda s: s.update_session(self.id, metadata=saved))
 
     def __repr__(self) -> str:
         return (
@@ -710,7 +843,8 @@ class Session:
 
     @property
     def model(self) -> str | None:
-        return self._core.config.model
+        """The model the agent says it uses (its init message), else the one asked for."""
+        return self._core.reported_model or self._core.config.model
 
     @property
     def reasoning_effort(self) -> str | None:
@@ -775,8 +909,43 @@ class Session:
         return list(self._core.history)
 
     @property
+    def pending(self) -> PermissionRequest | Question | None:
+        """The open permission request or question, live: answer it from anywhere
+        (``session.pending.allow()``), e.g. another thread or a front end after a reload."""
+        return next(iter(self._core.pending.values()), None)
+
+    @property
+    def workspace(self) -> Path:
+        """A directory of this session's own for files the agent or tools produce; the agent
+        is given it as an added directory."""
+        return self._core.workspace()
+
+    @property
+    def hooks(self) -> SessionHooks:
+        """Python callbacks around tools and turns: ``before_tool``, ``after_tool``,
+        ``on_turn_end`` (see `agentkernel.hooks`)."""
+        return self._core.hooks
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The agent's current task list, as it last reported it."""
+        return list(self._core.tasks)
+
+    @property
+    def children(self) -> list[SessionRecord]:
+        """The sub-agent sessions this session ran (kind "subagent")."""
+        return list(self._core.children.values())
+
+    @property
+    def summary(self) -> str | None:
+        """The conversation summary of the last compaction, if any."""
+        return self._core.summary
+
+    @property
     def stats(self) -> Stats:
-        history = self._core.history
+        """Totals over every turn the session ran, conversations cleared away included (so a
+        budget, once spent, stays spent)."""
+        history = [*self._core.earlier, *self._core.history]
         usage = self._core.totals()
         return Stats(
             turns=sum(1 for r in history if r.status != "refused"),
@@ -906,6 +1075,20 @@ class Session:
             raise TurnFailedError(record.error or "the turn failed", record)
         return record
 
+    async def compact(self, instructions: str | None = None) -> TurnRecord:
+        """Have the agent compact its conversation (older turns become a summary), as a turn
+        of its own; it yields a `Compaction` event and sets `summary`. `instructions` (else
+        `compact_instructions`) say what the summary must keep."""
+        if not callable(getattr(self._core.backend_cls, "compact", None)):
+            raise NotImplementedError(
+                f"the {self.backend_name} backend cannot compact a conversation"
+            )
+        text = instructions or self.compact_instructions or ""
+        label = "(compact the conversation)" + (f" {text}" if text else "")
+        state = _TurnState(TurnRecord(0, label), None, False, None, None, compact=True)
+        running = _runtime.submit(self._core.run_turn(Prompt(text), state))
+        return await asyncio.wrap_future(running)
+
     async def send_and_collect(
         self, prompt: str, *, timeout: float | None = None, **options: Any
     ) -> list[Event]:
@@ -953,8 +1136,9 @@ class Session:
 
     # -- events ------------------------------------------------------------------------------
 
-    def on(self, kind: str | type[Event], handler: EventHandler) -> EventHandler:
-        """Call `handler` for every event of `kind` (an event class, its type name, or "*").
+    def on(self, kind: str | type[Event], handler: EventHandler) -> Callable[[], None]:
+        """Call `handler` for every event of `kind` (an event class, its type name, or "*");
+        returns a function that removes it (as ``off(kind, handler)`` does).
 
         Handlers run on the loop that registered them (or the session's own thread when none
         was running); async handlers are scheduled there.
@@ -964,8 +1148,14 @@ class Session:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        self._core.subscriptions.append(_Subscription(name, handler, loop))
-        return handler
+        subscription = _Subscription(name, handler, loop)
+        self._core.subscriptions.append(subscription)
+
+        def unsubscribe() -> None:
+            if subscription in self._core.subscriptions:
+                self._core.subscriptions.remove(subscription)
+
+        return unsubscribe
 
     def off(self, kind: str | type[Event], handler: EventHandler | None = None) -> None:
         """Remove handlers of `kind` (all of them when `handler` is None)."""
@@ -978,8 +1168,7 @@ class Session:
 
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
         """Call `handler` for every event; returns a function that unsubscribes it."""
-        self.on("*", handler)
-        return lambda: self.off("*", handler)
+        return self.on("*", handler)
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -1035,6 +1224,14 @@ class Session:
         ]
         core.turns_started = max((t.number for t in core.history), default=0)
         core.seq = max((e.seq for t in core.history for e in t.events), default=0)
+        for event in (e for t in core.history for e in t.events):
+            core._track(event)
+        core.summary = record.summary or core.summary
+        core.children = {
+            str(c.metadata.get("parent_tool_use_id")): c
+            for c in store.list_sessions(parent=record.id, limit=None)
+            if c.kind == "subagent"
+        }
 
     def fork(self, **overrides: Any) -> Session:
         """A new Session with this conversation's history and a new id; this one is unchanged."""
@@ -1066,14 +1263,17 @@ class Session:
         )
 
     async def clear(self) -> None:
-        """Start a fresh conversation in this session (history cleared, totals kept in stats)."""
+        """Start a fresh conversation in this session: history cleared, while `stats` and the
+        budgets keep counting every turn ever run."""
 
         async def reset() -> None:
             core = self._core
             async with core.turn_lock:
                 await core.disconnect()
                 core.backend_session_id = None
+                core.earlier.extend(core.history)
                 core.history.clear()
+                core.tasks = []
                 core.state = "new"
 
         await _runtime.call(reset())
@@ -1154,6 +1354,9 @@ class SyncSession:
 
     def clear(self) -> None:
         _runtime.call_sync(self._session.clear())
+
+    def compact(self, instructions: str | None = None) -> TurnRecord:
+        return _runtime.call_sync(self._session.compact(instructions))
 
     def stream(self, prompt: str, **options: Any) -> Iterator[Event]:
         """Yield the turn's events as they arrive (closing the iterator interrupts the turn)."""

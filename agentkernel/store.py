@@ -405,9 +405,11 @@ class Store:
         since: float | datetime | None = None,
         pinned: bool | None = None,
         limit: int | None = 50,
+        parent: str | None = None,
     ) -> list[SessionRecord]:
         """Sessions, pinned first, then most recently updated. `search` matches (case-blind)
-        the title, name, summary, id and the prompts; `since` is on ``updated_at``."""
+        the title, name, summary, id and the prompts; `since` is on ``updated_at``; `parent`
+        keeps the children (forks, sub-agents) of one session."""
         clauses: list[str] = []
         params: list[Any] = []
         if search:
@@ -420,7 +422,8 @@ class Store:
                 " AND turns.prompt LIKE ? ESCAPE '\\'))"
             )
             params += [like] * (len(columns) + 1)
-        for column, value in (("backend", backend), ("notebook_path", notebook)):
+        filters = (("backend", backend), ("notebook_path", notebook), ("parent_id", parent))
+        for column, value in filters:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)

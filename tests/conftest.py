@@ -13,6 +13,14 @@ import pytest
 from agentkernel import Session
 from agentkernel.testing import ScriptedModelServer
 
+_AGENT_MARKERS = (
+    "claude_agent_sdk/_bundled",
+    "codex_cli_bin",
+    "@github/copilot",
+    "claude-agent-acp",
+)
+"""What the command lines of the agent CLIs we start contain."""
+
 
 def agent_processes() -> list[psutil.Process]:
     """Agent CLI processes descended from this test process."""
@@ -22,7 +30,7 @@ def agent_processes() -> list[psutil.Process]:
             cmdline = " ".join(child.cmdline())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if "claude" in cmdline and "_bundled" in cmdline:
+        if any(marker in cmdline for marker in _AGENT_MARKERS):
             found.append(child)
     return found
 

@@ -8,7 +8,8 @@ import agentkernel.testing
 from agentkernel import Session
 
 PUBLIC = {
-    "AgentKernelError", "BudgetExceededError", "Decision", "Error", "Event", "FileChange",
+    "AgentKernelError", "BudgetExceededError", "Compaction", "Decision", "Error", "Event",
+    "FileChange", "Task",
     "Other", "PermissionDecided", "PermissionRequest", "PlanUpdate", "Question", "Session",
     "SessionClosedError", "SessionStarted", "Stats", "SyncSession", "Text", "TextDelta",
     "Thinking", "ThinkingDelta", "ToolCall", "ToolInfo", "ToolKind", "ToolResult", "TurnEnded",
@@ -17,14 +18,15 @@ PUBLIC = {
 }  # fmt: skip
 
 SESSION = {
-    "backend_session_id", "clear", "close", "connect", "cwd", "disconnect", "fork", "history",
+    "backend_session_id", "children", "clear", "close", "compact", "connect", "cwd",
+    "disconnect", "fork", "history", "hooks", "pending", "summary", "tasks", "workspace",
     "interrupt", "is_connected", "is_finished", "is_idle", "kill", "max_budget_usd",
     "max_tokens", "model", "name", "off", "on", "permission_handler", "permission_mode",
     "permissions", "pids", "reasoning_effort", "resume", "send", "send_and_collect",
     "set_model", "stats", "store", "stream", "subscribe", "title", "wait_for_idle",
 }  # fmt: skip
 """Class attributes; instances add ``id``, ``backend_name``, ``metadata``, ``parent_id``,
-``notebook_path`` and ``sync``."""
+``notebook_path``, ``compact_instructions`` and ``sync``."""
 
 
 def test_package_exports() -> None:

@@ -79,6 +79,9 @@ class BackendConfig:
     resume: str | None = None
     fork: bool = False
     max_budget_usd: float | None = None
+    workspace: str | None = None
+    """A directory of the session's own for files the agent or tools produce: offer it to the
+    agent as an added directory where the agent has such a notion."""
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +118,10 @@ class Backend(Protocol):
         """Stop the running turn soon; it still ends with `TurnEnded` (stop_reason interrupted)."""
 
     async def set_model(self, model: str | None) -> None: ...
+
+    # Optional: ``async def compact(self, instructions: str | None) -> None`` compacts the
+    # conversation as a turn (emitting `Compaction`, ending with `TurnEnded`). A backend
+    # without it makes `Session.compact` raise NotImplementedError.
 
     async def close(self) -> CloseResult:
         """End the agent process gracefully."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import difflib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 import claude_agent_sdk as sdk
 
 from ..events import (
+    Compaction,
     Decision,
     Error,
     ErrorKind,
@@ -51,6 +53,10 @@ from . import BackendConfig, BackendHost, CloseResult, Prompt
 
 _FILE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
 _QUESTION_TOOL = "AskUserQuestion"
+_COMPACT_BOUNDARY = "compact_boundary"
+_COMPACT_COMMAND = "/compact"
+_SUMMARY_HEAD = "Summary:\n"
+_SUMMARY_TAIL = "\n\nIf you need specific details from before compaction"
 _TODO_TOOL = "TodoWrite"
 _STDERR_KEEP = 200
 _API_ERROR_KINDS: dict[int, ErrorKind] = {
@@ -137,6 +143,9 @@ class ClaudeBackend:
         self._process: Any = None
         self._cost_reported = 0.0
         self._allowed_by_hook: set[str] = set()
+        self._pending_plans: dict[str, list[dict[str, Any]]] = {}
+        self._compaction: dict[str, Any] | None = None
+        self._config_dir: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +198,11 @@ class ClaudeBackend:
             )
         done.result()
 
+    async def compact(self, instructions: str | None) -> None:
+        """Claude Code compacts on its ``/compact`` command, run as a turn."""
+        command = f"{_COMPACT_COMMAND} {instructions}" if instructions else _COMPACT_COMMAND
+        await self.run_turn(Prompt(command))
+
     async def interrupt(self) -> None:
         if self._client is not None:
             self._interrupted = True
@@ -226,6 +240,8 @@ class ClaudeBackend:
 
     def _options(self, config: BackendConfig) -> sdk.ClaudeAgentOptions:
         extra = dict(config.options)
+        configured = config.env.get("CLAUDE_CONFIG_DIR") or os.environ.get("CLAUDE_CONFIG_DIR")
+        self._config_dir = Path(configured) if configured else Path.home() / ".claude"
         if "cli_path" in extra:
             cli_path = Path(str(extra["cli_path"]))
             if not cli_path.exists():
@@ -245,6 +261,10 @@ class ClaudeBackend:
             resume=config.resume,
             fork_session=config.fork,
             max_budget_usd=config.max_budget_usd,
+            add_dirs=[
+                *extra.pop("add_dirs", []),
+                *([config.workspace] if config.workspace else []),
+            ],
             include_partial_messages=True,
             can_use_tool=self._can_use_tool,
             hooks={
@@ -257,6 +277,27 @@ class ClaudeBackend:
             stderr=self._on_stderr,
             **extra,
         )
+
+    def _compact_summary(self) -> str | None:
+        """The summary of the last compaction, from the CLI's own transcript of the session
+        (the SDK does not pass it on): the newest entry flagged as a compact summary."""
+        if self._config_dir is None or not self.backend_session_id:
+            return None
+        pattern = f"projects/*/{self.backend_session_id}.jsonl"
+        for transcript in self._config_dir.glob(pattern):
+            summary = None
+            with contextlib.suppress(OSError):
+                for line in transcript.read_text(encoding="utf-8").splitlines():
+                    if '"isCompactSummary":true' not in line:
+                        continue
+                    with contextlib.suppress(ValueError):
+                        content = json.loads(line).get("message", {}).get("content")
+                        summary = content if isinstance(content, str) else _result_text(content)
+            if summary:
+                # The CLI wraps the model's summary in its own preamble and closing advice.
+                summary = summary.split(_SUMMARY_HEAD, 1)[-1].split(_SUMMARY_TAIL, 1)[0]
+                return summary.strip()
+        return None
 
     def _on_stderr(self, line: str) -> None:
         self._stderr.append(line if line.endswith("\n") else line + "\n")
@@ -360,7 +401,7 @@ class ClaudeBackend:
             raise ConnectionError(f"the Claude Code CLI is gone: {exc}") from exc
         async for message in client.receive_response():
             if isinstance(message, sdk.StreamEvent):
-                model_calls += self._stream_event(message.event)
+                model_calls += self._stream_event(message.event, message.parent_tool_use_id)
             elif isinstance(message, sdk.AssistantMessage):
                 self._assistant(message)
             elif isinstance(message, sdk.UserMessage):
@@ -383,7 +424,7 @@ class ClaudeBackend:
             TurnEnded(stop_reason="error", is_error=True, duration_s=time.monotonic() - started)
         )
 
-    def _stream_event(self, event: dict[str, Any]) -> int:
+    def _stream_event(self, event: dict[str, Any], parent: str | None) -> int:
         """Emit deltas; return 1 for each new model call (message_start)."""
         assert self._host is not None
         kind = event.get("type")
@@ -392,17 +433,20 @@ class ClaudeBackend:
         if kind == "content_block_delta":
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":
-                self._host.emit(TextDelta(text=delta.get("text", "")))
+                self._host.emit(TextDelta(text=delta.get("text", ""), parent_tool_use_id=parent))
             elif delta.get("type") == "thinking_delta":
-                self._host.emit(ThinkingDelta(text=delta.get("thinking", "")))
+                thought = delta.get("thinking", "")
+                self._host.emit(ThinkingDelta(text=thought, parent_tool_use_id=parent))
         return 0
 
     def _assistant(self, message: sdk.AssistantMessage) -> None:
         assert self._host is not None
+        parent = message.parent_tool_use_id
         if message.error:
             self._turn_had_error = True
             self._host.emit(
                 Error(
+                    parent_tool_use_id=parent,
                     kind=_MESSAGE_ERROR_KINDS.get(message.error, "api_error"),
                     raw_kind=message.error,
                     message=_block_text(message.content) or message.error,
@@ -412,9 +456,9 @@ class ClaudeBackend:
             return
         for block in message.content:
             if isinstance(block, sdk.TextBlock):
-                self._host.emit(Text(text=block.text))
+                self._host.emit(Text(text=block.text, parent_tool_use_id=parent))
             elif isinstance(block, sdk.ThinkingBlock):
-                self._host.emit(Thinking(text=block.thinking))
+                self._host.emit(Thinking(text=block.thinking, parent_tool_use_id=parent))
             elif isinstance(block, (sdk.ToolUseBlock, sdk.ServerToolUseBlock)):
                 tool_input = dict(block.input)
                 self._host.emit(
@@ -422,18 +466,18 @@ class ClaudeBackend:
                         tool_use_id=block.id,
                         name=block.name,
                         input=tool_input,
+                        parent_tool_use_id=parent,
                         **_describe(block.name, tool_input),
                     )
                 )
-                self._tool_side_events(block.id, block.name, dict(block.input))
+                self._tool_side_events(block.id, block.name, tool_input)
 
     def _tool_side_events(self, tool_use_id: str, name: str, tool_input: dict[str, Any]) -> None:
-        assert self._host is not None
+        """Remember what a call's result will need: the task list it sets (shown only once
+        the call succeeds), the file it changes (for the diff)."""
         if name == _TODO_TOOL:
             todos = tool_input.get("todos") or []
-            self._host.emit(
-                PlanUpdate(items=[_todo(item) for item in todos if isinstance(item, dict)])
-            )
+            self._pending_plans[tool_use_id] = [_todo(t) for t in todos if isinstance(t, dict)]
         elif name in _FILE_TOOLS:
             path = str(tool_input.get("file_path") or tool_input.get("notebook_path") or "")
             if path:
@@ -443,6 +487,7 @@ class ClaudeBackend:
         assert self._host is not None
         if not isinstance(message.content, list):
             return
+        parent = message.parent_tool_use_id
         for block in message.content:
             if isinstance(block, sdk.ToolResultBlock):
                 is_error = bool(block.is_error)
@@ -450,8 +495,16 @@ class ClaudeBackend:
                 if is_error:
                     output = _HOOK_DENIAL.sub("", output, count=1)
                 self._host.emit(
-                    ToolResult(tool_use_id=block.tool_use_id, output=output, is_error=is_error)
+                    ToolResult(
+                        tool_use_id=block.tool_use_id,
+                        output=output,
+                        is_error=is_error,
+                        parent_tool_use_id=parent,
+                    )
                 )
+                plan = self._pending_plans.pop(block.tool_use_id, None)
+                if plan is not None and not is_error:
+                    self._host.emit(PlanUpdate(items=plan, parent_tool_use_id=parent))
                 snapshot = self._file_snapshots.pop(block.tool_use_id, None)
                 if snapshot and not is_error:
                     self._emit_file_change(block.tool_use_id, *snapshot, message.tool_use_result)
@@ -487,6 +540,10 @@ class ClaudeBackend:
         if message.subtype == "api_retry":
             self._host.emit(_retry_notice(message.data))
             return
+        if message.subtype == _COMPACT_BOUNDARY:
+            # Reported at the turn's end: the summary is in the CLI's transcript only by then.
+            self._compaction = message.data.get("compact_metadata") or {}
+            return
         self._host.emit(Other(kind=f"system:{message.subtype}", data=dict(message.data)))
 
     def _result(self, message: sdk.ResultMessage, duration_s: float, model_calls: int) -> None:
@@ -506,6 +563,15 @@ class ClaudeBackend:
             stop_reason = "error"
         else:
             stop_reason = _MODEL_STOP_REASONS.get(message.stop_reason or "", "end_turn")
+        if self._compaction is not None:
+            meta, self._compaction = self._compaction, None
+            self._host.emit(
+                Compaction(
+                    trigger="auto" if meta.get("trigger") == "auto" else "manual",
+                    tokens_before=meta.get("pre_tokens"),
+                    summary=self._compact_summary(),
+                )
+            )
         if message.is_error and stop_reason != "interrupted" and not self._turn_had_error:
             self._host.emit(_result_error(message, self._stderr_tail()))
         self._host.emit(

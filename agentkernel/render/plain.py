@@ -56,12 +56,27 @@ class TextPrinter:
 
     def feed(self, event: Event) -> str:
         """Print one event; returns the chunk (often empty) that was added."""
+        if event.parent_tool_use_id is not None:
+            return "" if self.quiet else self._feed_nested(event)
         if self.quiet:
             return self._feed_quiet(event)
         if isinstance(event, TextDelta | Text):
             self._turn_has_text = True
             return self._feed_text(event)
         return self._feed_item(event)
+
+    def _feed_nested(self, event: Event) -> str:
+        """A sub-agent's work, indented under the call that runs it: its tool calls, failed
+        results and whole text blocks (its deltas would interleave with the parent's)."""
+        if isinstance(event, Text):
+            body = event.text.strip()
+        elif isinstance(event, ToolCall):
+            body = _tool_line(event).rstrip("\n")
+        elif isinstance(event, ToolResult) and event.is_error:
+            body = "Error: " + (event.output.strip().splitlines() or [""])[0]
+        else:
+            return ""
+        return self._emit("tool", "".join(f"  ↳ {line}\n" for line in body.splitlines()))
 
     def _append(self, chunk: str) -> str:
         if chunk:

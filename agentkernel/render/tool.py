@@ -4,7 +4,7 @@ and its result; and the permission and question blocks not tied to a card."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentkernel.events import (
     PermissionDecided,
@@ -15,6 +15,9 @@ from agentkernel.events import (
 )
 
 from ._block import Block
+
+if TYPE_CHECKING:
+    from .transcript import Transcript
 from ._style import (
     _AMBER,
     _CARD,
@@ -93,6 +96,8 @@ class ToolBlock(Block):
     decided: PermissionDecided | None = None
     question: Question | None = None
     interrupted: bool = False
+    nested: Transcript | None = None
+    """What a sub-agent run by this call did, folded like a turn of its own."""
 
     def state(self) -> tuple[str, str]:
         """(label, color) of the card's status badge."""
@@ -121,6 +126,9 @@ class ToolBlock(Block):
         if self.decided is not None:
             allowed, words = _decision_words(self.decided, with_tool=False, question=self.question)
             parts.append(f"{'✔' if allowed else '✖'} {words}")
+        if self.nested is not None:
+            inner = self.nested.markdown()
+            parts.append(f"<details><summary>Sub-agent</summary>\n\n{inner}\n\n</details>")
         if self.result is not None:
             parts.append(_result_md(self.result))
         return "\n\n".join(parts)
@@ -133,6 +141,11 @@ class ToolBlock(Block):
             inner = _tool_html(self.name, self.input, self.info, _badge(label, color))
         if self.decided is not None:
             inner += _decision_html(self.decided, with_tool=False, question=self.question)
+        if self.nested is not None:
+            inner += (
+                f'<details><summary style="cursor:pointer;{_MUTED};font-size:0.85em">'
+                f"Sub-agent</summary>{self.nested.html()}</details>"
+            )
         if self.result is not None:
             inner += _result_html(self.result)
         return f'<div style="{_CARD}">{inner}</div>'

@@ -57,6 +57,13 @@ class Transcript:
         return block
 
     def add(self, event: Event) -> Block | None:
+        parent = self._tools.get(event.parent_tool_use_id or "")
+        if parent is not None:
+            # A sub-agent's event: folded into its own transcript inside the parent's card.
+            if parent.nested is None:
+                parent.nested = Transcript()
+            parent.nested.add(event)
+            return parent
         if isinstance(event, TextDelta | ThinkingDelta):
             thinking = isinstance(event, ThinkingDelta)
             block = self._open.get(thinking)

@@ -94,7 +94,7 @@ Routes: ``POST /v1/messages`` (Anthropic Messages, streaming or not; Claude Code
 yet exercised against the Codex and Copilot CLIs. Anything else gets a JSON 404.
 """
 
-from ._fake import FakeBackend, FakeTurn, Say, UseTool
+from ._fake import FakeBackend, FakeTurn, Plan, Say, UseTool
 from ._script import (
     Block,
     Reply,
@@ -115,6 +115,7 @@ __all__ = [
     "Block",
     "FakeBackend",
     "FakeTurn",
+    "Plan",
     "RecordedRequest",
     "Reply",
     "Say",

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from ..backends import BackendConfig, BackendHost, CloseResult, Prompt
 from ..events import (
     PermissionRequest,
+    PlanUpdate,
     SessionStarted,
     Text,
     TextDelta,
@@ -60,7 +61,14 @@ class UseTool:
     output: str = ""
 
 
-Step = Say | UseTool
+@dataclass(frozen=True)
+class Plan:
+    """The agent reports its task list: ``(text, status)`` pairs."""
+
+    tasks: Sequence[tuple[str, str]]
+
+
+Step = Say | UseTool | Plan
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,9 @@ class FakeBackend:
                 break
             if isinstance(step, Say):
                 said.append(await self._say(step))
+            elif isinstance(step, Plan):
+                items = [{"content": text, "status": status} for text, status in step.tasks]
+                self._host.emit(PlanUpdate(items=items))
             else:
                 await self._use(step)
         if self._interrupted.is_set():

@@ -72,7 +72,17 @@ def _latest_turn(items: list[Any], *, is_output: Any, is_model: Any) -> Turn:
     return Turn(join_text(outputs + user), markers)
 
 
+def _is_custom_tool_call(block: ToolUse) -> bool:
+    """A ``tool_use`` whose whole input is ``{"input": "<text>"}`` is a call to a custom
+    (freeform) tool, e.g. Codex's ``apply_patch``: such a tool takes raw text, not JSON."""
+    return list(block.input) == ["input"] and isinstance(block.input["input"], str)
+
+
 class OpenAIResponses(Dialect):
+    """The Responses API. ``tool_use(name, {"input": "<text>"})`` becomes a
+    ``custom_tool_call`` with that raw text as input; any other ``tool_use`` a
+    ``function_call`` with JSON arguments."""
+
     name = "openai-responses"
 
     def user_turn(self, body: Mapping[str, Any]) -> Turn:
@@ -135,20 +145,20 @@ class OpenAIResponses(Dialect):
                 yield event("response.reasoning_summary_text.done", {**at, "text": block.thinking})
                 yield event("response.reasoning_summary_part.done", {**at, "part": part})
             else:
+                # A function call streams its JSON arguments; a custom (freeform) tool call
+                # streams its raw input text.
+                field, kind = (
+                    ("input", "custom_tool_call_input")
+                    if item["type"] == "custom_tool_call"
+                    else ("arguments", "function_call_arguments")
+                )
                 yield event(
                     "response.output_item.added",
-                    {
-                        "output_index": index,
-                        "item": {**item, "status": "in_progress", "arguments": ""},
-                    },
+                    {"output_index": index, "item": {**item, "status": "in_progress", field: ""}},
                 )
-                for c in chunks(item["arguments"], size):
-                    yield event(
-                        "response.function_call_arguments.delta", {**at, "delta": c}, delta=True
-                    )
-                yield event(
-                    "response.function_call_arguments.done", {**at, "arguments": item["arguments"]}
-                )
+                for c in chunks(item[field], size):
+                    yield event(f"response.{kind}.delta", {**at, "delta": c}, delta=True)
+                yield event(f"response.{kind}.done", {**at, field: item[field]})
             yield event("response.output_item.done", {"output_index": index, "item": item})
         yield event("response.completed", {"response": done})
 
@@ -179,6 +189,17 @@ class OpenAIResponses(Dialect):
                         "id": ctx.new_id("rs_scripted"),
                         "type": "reasoning",
                         "summary": [{"type": "summary_text", "text": block.thinking}],
+                    }
+                )
+            elif _is_custom_tool_call(block):
+                output.append(
+                    {
+                        "id": ctx.new_id("ctc_scripted"),
+                        "type": "custom_tool_call",
+                        "status": "completed",
+                        "call_id": call_id,
+                        "name": block.name,
+                        "input": block.input["input"],
                     }
                 )
             else:

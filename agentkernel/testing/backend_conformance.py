@@ -116,9 +116,11 @@ CLAUDE = BackendCase(
 
 
 def _acp_claude_missing() -> str | None:
-    import shutil
+    import os
 
-    if shutil.which("claude-agent-acp"):
+    from ..backends.acp import find_program
+
+    if find_program("claude-agent-acp", os.environ):
         return None
     return "claude-agent-acp is not on PATH: npm install -g @agentclientprotocol/claude-agent-acp"
 
