@@ -48,6 +48,7 @@ from .events import (
     Compaction,
     Decision,
     Error,
+    ErrorKind,
     Event,
     PermissionDecided,
     PermissionRequest,
@@ -157,7 +158,7 @@ class Metadata(dict[str, Any]):
 
 @dataclass(frozen=True)
 class Stats:
-    """Totals over the session's turns."""
+    """Totals over the session's turns; ``turns`` counts the completed ones."""
 
     turns: int
     input_tokens: int
@@ -661,11 +662,15 @@ def _dispatch(sub: _Subscription, event: Event) -> None:
         sub.loop.call_soon_threadsafe(invoke)
 
 
-def _error_kind(exc: BaseException) -> str:
+def _error_kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, FileNotFoundError):
         return "cli_missing"
     if isinstance(exc, ConnectionError):
         return "cli_crashed"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, PermissionError):
+        return "auth"
     return "internal"
 
 
@@ -948,7 +953,7 @@ class Session:
         history = [*self._core.earlier, *self._core.history]
         usage = self._core.totals()
         return Stats(
-            turns=sum(1 for r in history if r.status != "refused"),
+            turns=sum(1 for r in history if r.status == "completed"),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_tokens,

@@ -87,7 +87,7 @@ async def test_stream_interrupt_and_history_with_the_store(tmp_path) -> None:
                 await session.interrupt()
     assert session.history[-1].status == "interrupted"
     assert (await session.send("next one")).text == "Fine."
-    assert session.stats.turns == 2
+    assert session.stats.turns == 1  # completed turns: the interrupted one does not count
     thread = session.backend_session_id
     await session.close()
     assert FakeBackend.conversations[thread] == ["talk slowly", "next one"]

@@ -341,7 +341,7 @@ async def test_send_after_disconnect_and_close(
 # -- tools that change files and plans ---------------------------------------------------------
 
 
-async def test_file_change_and_plan_events(
+async def test_file_change_and_a_failed_plan_call(
     server: ScriptedModelServer, make_session: MakeSession, workspace: Path
 ) -> None:
     target = workspace / "notes.md"
@@ -368,8 +368,8 @@ async def test_file_change_and_plan_events(
         Reply(match="tool_result", blocks=[text("Done.")], times=0),
     )
     record = await make_session(permission_mode="allow-all").send("plan it")
-    plans = [e for e in record.events if isinstance(e, PlanUpdate)]
-    assert plans and [i["content"] for i in plans[0].items] == ["write notes", "review"]
+    # This CLI has no TodoWrite: the call fails, so no plan may be shown for it.
+    assert not [e for e in record.events if isinstance(e, PlanUpdate)]
     changes = [e for e in record.events if isinstance(e, FileChange)]
     assert target.read_text() == "line one\nline two\n"
     assert changes and changes[0].path == str(target) and "+line two" in changes[0].diff
