@@ -11,14 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 import re
 import shutil
-import signal
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -49,7 +45,8 @@ from ..events import (
     TurnEnded,
     Usage,
 )
-from . import BackendConfig, BackendHost, CloseResult, Prompt
+from ..tools import Tool
+from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 
 _FILE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
 _QUESTION_TOOL = "AskUserQuestion"
@@ -122,6 +119,10 @@ _HOOK_DENIAL = re.compile(r"^PreToolUse:\S+ hook error: ")
 """How the CLI prefixes a denial our PreToolUse hook gave; the user sees only our reason."""
 _HOOK_TIMEOUT_S = 24 * 3600.0
 """The PreToolUse hook waits for a person's click: the CLI's 60 s default would decide for them."""
+_TOOL_SERVER = "agentkernel"
+"""The in-process MCP server that carries the session's Python tools; the CLI names each of
+them ``mcp__agentkernel__<name>``."""
+_TOOL_PREFIX = f"mcp__{_TOOL_SERVER}__"
 
 
 class ClaudeBackend:
@@ -146,6 +147,7 @@ class ClaudeBackend:
         self._pending_plans: dict[str, list[dict[str, Any]]] = {}
         self._compaction: dict[str, Any] | None = None
         self._config_dir: Path | None = None
+        self._tools: dict[str, Tool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -226,8 +228,7 @@ class ClaudeBackend:
     def kill(self) -> None:
         pid = getattr(self._process, "pid", None)
         if pid is not None and getattr(self._process, "returncode", None) is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _launcher.kill(pid)
         if self._owner is not None and not self._owner.done():
             self._owner.cancel()
 
@@ -252,7 +253,7 @@ class ClaudeBackend:
                 )
         real_cli = Path(str(extra.pop("cli_path", "") or _default_cli() or ""))
         if real_cli.is_file():
-            extra["cli_path"] = _detached_launcher(real_cli)
+            extra["cli_path"] = _launcher.script(real_cli, "claude")
         return sdk.ClaudeAgentOptions(
             model=config.model,
             effort=config.reasoning_effort,  # type: ignore[arg-type]
@@ -339,7 +340,7 @@ class ClaudeBackend:
                 tool_name=name,
                 input=tool_input,
                 tool_use_id=tool_use_id,
-                **_describe(name, tool_input),
+                **self._describe(name, tool_input),
             )
         )
         output: dict[str, Any] = {"hookEventName": "PreToolUse"}
@@ -382,7 +383,7 @@ class ClaudeBackend:
                 input=tool_input,
                 tool_use_id=context.tool_use_id,
                 reason=context.decision_reason,
-                **_describe(tool_name, tool_input),
+                **self._describe(tool_name, tool_input),
             )
         )
         return _permission_result(decision)
@@ -467,7 +468,7 @@ class ClaudeBackend:
                         name=block.name,
                         input=tool_input,
                         parent_tool_use_id=parent,
-                        **_describe(block.name, tool_input),
+                        **self._describe(block.name, tool_input),
                     )
                 )
                 self._tool_side_events(block.id, block.name, tool_input)
@@ -794,39 +795,3 @@ def _default_cli() -> Path | None:
         return bundled
     found = shutil.which("claude")
     return Path(found) if found else None
-
-
-def _detached_launcher(cli: Path) -> str:
-    """A launcher that runs `cli` in a session of its own, tied to our life, then execs it
-    (same pid).
-
-    Why: Jupyter interrupts a kernel by signalling its whole process group, and the CLI quits
-    on SIGINT, so every interrupt (even of an unrelated Python cell) would kill the agents of
-    that kernel. Detached, the CLI hears only our own interrupt request. Detached, it would
-    also outlive a kernel killed with SIGKILL, so on Linux it asks the kernel to send it
-    SIGTERM when its parent dies. The SDK offers no hook into how it spawns the CLI, hence
-    this small exec wrapper.
-    """
-    if not hasattr(os, "setsid"):
-        return str(cli)
-    # -I -S: no site packages or user paths to scan; the launcher needs only os and ctypes.
-    lines = [f"#!{sys.executable} -IS", "import os, sys", "parent = os.getppid()", "os.setsid()"]
-    if sys.platform.startswith("linux"):
-        lines += [
-            "import ctypes, signal",
-            "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG",
-            "if os.getppid() != parent:",
-            "    sys.exit(1)",
-        ]
-    lines.append(f"os.execv({str(cli)!r}, [{str(cli)!r}, *sys.argv[1:]])")
-    source = "\n".join(lines) + "\n"
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
-    launcher = folder / f"claude-{digest}"
-    if not launcher.is_file():
-        folder.mkdir(mode=0o700, exist_ok=True)
-        partial = folder / f".{launcher.name}.{os.getpid()}"
-        partial.write_text(source)
-        partial.chmod(0o700)
-        partial.replace(launcher)
-    return str(launcher)

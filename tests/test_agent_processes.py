@@ -1,0 +1,76 @@
+"""Agent processes end with their kernel in every state, tool processes included."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+from jupyter_client.manager import start_new_kernel
+
+from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
+
+from .conftest import agent_processes
+from .kernel_client import KernelDriver
+
+TOOL = "sleep 304.4"
+
+
+def _tools() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if " ".join(proc.info["cmdline"] or []) == TOOL and (
+                proc.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def test_kill_9_of_the_kernel_during_a_tool_leaves_nothing_after_a_second(
+    server: ScriptedModelServer, agent_env: dict[str, str], workspace: Path
+) -> None:
+    server.add(
+        Reply(match="wait a while", blocks=[tool_use("Bash", {"command": "sh wait.sh"})]),
+        Reply(match="tool_result", blocks=[text("Waited.")]),
+    )
+    # A script, not a bare `sleep`: Claude Code refuses long sleeps as a command.
+    (workspace / "wait.sh").write_text(f"{TOOL}\n")
+    km, kc = start_new_kernel(
+        kernel_name="python3", env={**os.environ, **agent_env}, cwd=str(workspace)
+    )
+    driver = KernelDriver(kc)
+    try:
+        assert driver.run("%load_ext agentkernel").status == "ok"
+        kc.execute("%%agent -p allow-all\nwait a while")
+        deadline = time.monotonic() + 60
+        while not _tools() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _tools(), "the scripted tool never started"
+        agents = [p.pid for p in agent_processes()]
+        assert agents
+        kernel_pid = km.provisioner.process.pid
+        os.kill(kernel_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 1.0
+        while (_tools() or _alive(agents)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _tools(), "the agent's tool process outlived the kernel by a second"
+        assert not _alive(agents), "the agent CLI outlived the kernel by a second"
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
