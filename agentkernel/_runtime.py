@@ -137,7 +137,14 @@ def _shutdown() -> None:
 
     async def run_hooks() -> None:
         await asyncio.gather(*(hook() for hook in _shutdown_hooks), return_exceptions=True)
+        # Whatever still runs (a turn's owner task) ends here, not in the garbage collector
+        # ("Task was destroyed but it is pending!").
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.wait(others, timeout=2) if others else None
 
     # Best effort at exit: the SDK's own atexit hook still terminates what is left.
     with contextlib.suppress(Exception):
         asyncio.run_coroutine_threadsafe(run_hooks(), _loop).result(timeout=10)
+    _loop.call_soon_threadsafe(_loop.stop)

@@ -74,3 +74,33 @@ def test_kill_9_of_the_kernel_during_a_tool_leaves_nothing_after_a_second(
     finally:
         kc.stop_channels()
         km.cleanup_resources()
+
+
+EXIT_MID_STREAM = """
+import sys
+from agentkernel import Session, TextDelta
+session = Session(store=False)
+for event in session.sync.stream("talk"):
+    if isinstance(event, TextDelta):
+        print("leaving", flush=True)
+        sys.exit(0)
+"""
+
+
+def test_a_script_that_exits_mid_stream_exits_quietly(
+    server: ScriptedModelServer, agent_env: dict[str, str], workspace: Path
+) -> None:
+    import subprocess
+    import sys
+
+    server.add(Reply(blocks=[text("word " * 300)], chunk_size=4, delay=0.02))
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_MID_STREAM],
+        env={**os.environ, **agent_env},
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == "leaving\n"
+    assert done.stderr == "", done.stderr

@@ -64,12 +64,14 @@ def stop(signum, frame):
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline:
         try:
-            if os.waitpid(child, os.WNOHANG)[0]:
-                break
+            pid, status = os.waitpid(child, os.WNOHANG)
         except ChildProcessError:
-            break
+            os._exit(0)
+        if pid:
+            os.killpg(0, signal.SIGTERM)  # what the agent left behind; we ignore it
+            os._exit(os.waitstatus_to_exitcode(status))
         time.sleep(0.02)
-    os.killpg(0, signal.SIGKILL)
+    os.killpg(0, signal.SIGKILL)  # the agent did not end in time: all of it, us included
 
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGHUP, stop)

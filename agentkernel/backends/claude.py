@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import difflib
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,6 +48,11 @@ from ..events import (
 )
 from ..tools import Tool
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
+
+# The SDK logs through Python's last-resort handler when no logging is configured, so a CLI
+# it stops at exit prints "Fatal error in message reader" into the user's output. What it
+# reports reaches the user as our events; its records still reach handlers the user sets up.
+logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
 
 _FILE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
 _QUESTION_TOOL = "AskUserQuestion"
@@ -254,6 +260,9 @@ class ClaudeBackend:
         real_cli = Path(str(extra.pop("cli_path", "") or _default_cli() or ""))
         if real_cli.is_file():
             extra["cli_path"] = _launcher.script(real_cli, "claude")
+        self._tools = {t.name: t for t in config.tools}
+        if self._tools:
+            extra["mcp_servers"] = {**_tool_server(config.tools), **extra.get("mcp_servers", {})}
         return sdk.ClaudeAgentOptions(
             model=config.model,
             effort=config.reasoning_effort,  # type: ignore[arg-type]
@@ -322,6 +331,12 @@ class ClaudeBackend:
         return exc
 
     # -- permissions -------------------------------------------------------------------------
+
+    def _describe(self, name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+        """`ToolInfo` fields of a call: one of the session's Python tools describes itself
+        (its kind decides the permission), Claude Code's own tools are described here."""
+        ours = self._tools.get(name[len(_TOOL_PREFIX) :]) if name.startswith(_TOOL_PREFIX) else None
+        return ours.info(tool_input) if ours is not None else _describe(name, tool_input)
 
     async def _pre_tool_use(
         self, hook_input: Any, tool_use_id: str | None, context: sdk.HookContext
@@ -589,6 +604,22 @@ class ClaudeBackend:
 
 
 # -- translation helpers ----------------------------------------------------------------------
+
+
+def _tool_server(tools: tuple[Tool, ...]) -> dict[str, sdk.McpSdkServerConfig]:
+    """The session's Python tools as an in-process MCP server of the SDK. Each call was
+    already decided by our PreToolUse hook (with the tool's kind), so the handler only runs it:
+    asking here too would ask twice."""
+
+    def wrap(tool: Tool) -> sdk.SdkMcpTool[Any]:
+        async def run(arguments: dict[str, Any]) -> dict[str, Any]:
+            output = await tool.invoke(arguments)
+            return {"content": output.to_mcp(), "is_error": output.is_error}
+
+        return sdk.tool(tool.name, tool.description, tool.input_schema)(run)
+
+    server = sdk.create_sdk_mcp_server(_TOOL_SERVER, tools=[wrap(t) for t in tools])
+    return {_TOOL_SERVER: server}
 
 
 def _permission_result(decision: Decision) -> sdk.PermissionResultAllow | sdk.PermissionResultDeny:
