@@ -7,14 +7,27 @@ Two kinds of secret are caught:
   (``AKIA...``), ``Bearer <token>``, JWTs, PEM private key blocks, and the password in
   ``scheme://user:password@host`` URLs;
 - the *values* of environment variables whose names contain KEY, TOKEN, SECRET or PASSWORD
-  (values of 8+ characters), read from `os.environ` at call time, wherever they appear.
+  (values of 8 to 16,384 characters), read from `os.environ` at call time, wherever they
+  appear.
 
-Every stored event passes through here, so it is built for speed: the patterns are compiled at
-import, each runs only when a literal it needs occurs in the text (most streamed deltas contain
-none and cost a few substring tests), and env secrets are plain substring replacements. Reading
-the environment is the slow part (tens of microseconds), so `redactor` snapshots it into a
-`Redactor` (cached per distinct set of secrets) that a caller redacting many values at once, such
-as the store for each batch, reuses. `redact` and `redact_obj` are the one-shot forms.
+A whole value (a text block, a tool's input or output) is redacted by `Redactor.text` /
+`Redactor.obj`. Streamed text needs more: a secret split across two deltas is in neither, so
+redacting each delta alone lets it through. `StreamRedactor` redacts the *stream*: it releases
+what is decided and holds back only the tail that could still become a secret (a prefix of a
+secret value, or a token that is still open), releasing it as soon as the next piece shows it
+is not one. Whatever the pieces, their released output joined is exactly `Redactor.text` of the
+whole text, so the live view and the stored block always agree (and the tests check that for
+every split).
+
+How it is decided: every secret is one alternative of a single regex, which `Redactor.text`
+applies in one pass (leftmost match first, longest env secret first). Each secret also has a
+*viable* pattern, which matches, up to the end of the text, the texts on which the secret's own
+match attempt runs out of text before deciding: ``sk-ant-api03-abc`` at the end of a delta (the
+key may go on), ``ghp`` (it may become ``ghp_...``), the first characters of an env secret.
+The stream regex puts these viable patterns first; its first hit in a delta is either a secret
+to replace (decided: no alternative there needs more text) or the place where holding back
+starts. Every alternative begins with a plain character, so the regex engine skips straight to
+the few places where a secret can begin: a delta of ordinary text costs one regex search.
 """
 
 from __future__ import annotations
@@ -22,10 +35,18 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "Redactor", "redact", "redact_obj", "redactor"]
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "StreamRedactor",
+    "env_secrets",
+    "redact",
+    "redact_obj",
+    "redactor",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -33,77 +54,155 @@ _SECRET_NAME_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 _MIN_SECRET_LEN = 8
 """Shorter environment values are not treated as secrets, and shorter strings are skipped:
 no known shape is shorter either."""
+_MAX_SECRET_LEN = 16384
+"""Longer environment values (documents, certificate bundles) are not looked for: the pattern
+for a value's beginnings grows with its length."""
 
-_TOKEN_CHARS = r"[A-Za-z0-9._~+/-]"
-
-
-def _prefixed(prefix: str, rest: str) -> str:
-    """`prefix` then `rest`, where `prefix` does not continue a word ("task-..." is no key).
-
-    The literal comes first, before the look-behind, so the regex engine can scan for it
-    quickly: a long tool output without it costs a fast search, not a match attempt per
-    character."""
-    literal = re.escape(prefix)
-    return rf"{literal}(?<![A-Za-z0-9_-]{literal}){rest}"
+_W = "[A-Za-z0-9_-]"
+"""Characters of a key or token."""
+_T = r"[A-Za-z0-9._~+/-]"
+"""Characters of a bearer token."""
 
 
-_SHAPES: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    # (literals that must occur for the pattern to apply, pattern, replacement)
-    (("sk-",), _prefixed("sk-", r"(?:ant-[A-Za-z0-9_-]{8,}|[A-Za-z0-9_-]{20,})"), REDACTED),
-    (("gh",), r"gh[pousr]_(?<![A-Za-z0-9_-]gh._)[A-Za-z0-9]{20,}", REDACTED),
-    (("github_pat_",), _prefixed("github_pat_", r"[A-Za-z0-9_]{20,}"), REDACTED),
-    (("xox",), _prefixed("xox", r"[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
-    (("AKIA",), _prefixed("AKIA", r"[0-9A-Z]{16}(?![0-9A-Z])"), REDACTED),
-    (("ASIA",), _prefixed("ASIA", r"[0-9A-Z]{16}(?![0-9A-Z])"), REDACTED),
-    (("eyJ",), r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", REDACTED),
+def _guard(first: str) -> str:
+    """Placed right after a shape's first character: that character must not continue a word
+    ("task-..." is no key)."""
+    return f"(?<!{_W}{re.escape(first)})"
+
+
+def _prefixes(literal: str, then: str = "") -> str:
+    """A regex matching every prefix of `literal` (the empty one too), and `literal` followed
+    by what `then` matches (which must itself allow the empty string). Nested one group per
+    character, in blocks, so a long literal does not nest deeper than Python's regex
+    compiler can go."""
+    if len(literal) > _BLOCK:
+        head = literal[:_BLOCK]
+        return f"(?:{re.escape(head)}{_prefixes(literal[_BLOCK:], then)}|{_prefixes(head)})"
+    tail = then
+    for char in reversed(literal):
+        tail = f"(?:{re.escape(char)}{tail})?"
+    return tail
+
+
+_BLOCK = 128
+
+
+_JWT_TAIL = _prefixes("eyJ", rf"{_W}*(?:\.{_W}*)?")
+"""What may follow the first dot of a JWT: its second and third parts, or their beginning."""
+_PEM_END = "-----END [A-Z ]*PRIVATE KEY-----"
+_BEARER = rf"(?:(?={_T}*[0-9]){_T}{{8,}}|{_T}{{20,}})=*"
+"""A bearer token needs a digit or 20+ characters, so prose such as "Bearer authentication"
+is left alone."""
+_BEARER_OPEN = _prefixes("earer", rf"(?:\s+{_T}*=*)?")
+
+_SHAPES: tuple[tuple[str, str, str], ...] = (
+    # (first character, rest of the secret, rest of its viable pattern).
+    #
+    # Each alternative starts with a plain character, so the regex engine skips quickly to
+    # the few places where a secret can begin. A group "keep" in the rest is kept, with the
+    # first character: "Bearer " and "scheme://user:" stay, the token and password go.
+    #
+    # The viable pattern matches, to the end of the text, every text on which the secret's
+    # pattern runs out of characters before it is decided. It may match more (that only holds
+    # text back a little longer), never less (that would let a secret through).
     (
-        ("-----BEGIN ",),
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
-        REDACTED,
+        "s",
+        rf"{_guard('s')}k-(?:ant-{_W}{{8,}}|{_W}{{20,}})",
+        _guard("s") + _prefixes("k-", f"{_W}*"),
     ),
-    # Keep "Bearer " and redact the token. A token needs a digit or 20+ characters, so prose
-    # such as "Bearer authentication" is left alone.
     (
-        ("earer", "EARER"),
-        r"(?P<keep>(?i:\bbearer)\s+)"
-        rf"(?:(?={_TOKEN_CHARS}*[0-9]){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{20,}})=*",
-        rf"\g<keep>{REDACTED}",
+        "g",
+        rf"{_guard('g')}h[pousr]_[A-Za-z0-9]{{20,}}",
+        _guard("g") + "(?:h(?:[pousr](?:_[A-Za-z0-9]*)?)?)?",
     ),
-    # Keep "scheme://user:" and "@host", redact the password.
-    (("://",), r"(?P<keep>://[^/\s:@\"']+:)[^/\s@\"']{3,}(?=@)", rf"\g<keep>{REDACTED}"),
+    (
+        "g",
+        rf"{_guard('g')}ithub_pat_[A-Za-z0-9_]{{20,}}",
+        _guard("g") + _prefixes("ithub_pat_", "[A-Za-z0-9_]*"),
+    ),
+    (
+        "x",
+        rf"{_guard('x')}ox[abposr]-[A-Za-z0-9-]{{10,}}",
+        _guard("x") + _prefixes("ox", "(?:[abposr](?:-[A-Za-z0-9-]*)?)?"),
+    ),
+    (
+        "A",
+        rf"{_guard('A')}[KS]IA[0-9A-Z]{{16}}(?![0-9A-Z])",
+        _guard("A") + "(?:[KS](?:I(?:A[0-9A-Z]{0,16})?)?)?",
+    ),
+    (
+        "e",
+        rf"{_guard('e')}yJ{_W}{{4,}}\.eyJ{_W}{{4,}}\.{_W}*",
+        _guard("e") + _prefixes("yJ", rf"{_W}*(?:\.{_JWT_TAIL})?"),
+    ),
+    (
+        "-",
+        rf"----BEGIN [A-Z ]*PRIVATE KEY-----.*?{_PEM_END}",
+        _prefixes("----BEGIN ", rf"[A-Z ]*(?:PRIVATE KEY(?:-{{0,4}}|-----(?:(?!{_PEM_END}).)*))?"),
+    ),
+    *(
+        (
+            first,
+            rf"(?P<keep>(?<!\w{first})(?i:earer)\s+){_BEARER}",
+            rf"(?<!\w{first})(?i:{_BEARER_OPEN})",
+        )
+        for first in "Bb"
+    ),
+    (
+        ":",
+        r"(?P<keep>//[^/\s:@\"']+:)[^/\s@\"']{3,}(?=@)",
+        r"(?:/(?:/(?:[^/\s:@\"']+(?::[^/\s@\"']*)?)?)?)?",
+    ),
 )
-_COMPILED_SHAPES = tuple(
-    (trigger, functools.partial(re.compile(pattern, re.DOTALL).sub, replacement))
-    for triggers, pattern, replacement in _SHAPES
-    for trigger in triggers
-)
-"""One (literal, substitution) pair per trigger literal: a flat loop of ``in`` tests is the
-cheapest check for the common case of a string that contains none. A pattern with two triggers
-may run twice; that is harmless, as its output no longer matches."""
+
+
+@functools.lru_cache(maxsize=8)
+def _patterns(secrets: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], dict[str, str]]:
+    """(whole, stream, keep groups) for a set of env secrets (longest first).
+
+    ``whole`` has one alternative per secret, each a plain first character then a named
+    group: group ``eN`` is env secret N, ``sN`` shape N (``kN`` the part of it kept).
+    ``stream`` is ``whole`` with the viable patterns in front, anchored at the end of the
+    text and marked by an empty group ``o...``; an env secret's viable pattern is its proper
+    prefixes. That every alternative of the top-level branch starts with a plain character
+    is what lets the engine skip to the places where a secret can begin."""
+    alternatives = []
+    viables = []
+    for number, secret in enumerate(secrets):
+        first = re.escape(secret[0])
+        alternatives.append(f"{first}(?P<e{number}>{re.escape(secret[1:])})")
+        if len(secret) > 1:
+            viables.append(f"{first}{_prefixes(secret[1:-1])}(?P<oe{number}>)\\Z")
+    keeps: dict[str, str] = {}
+    for number, (first, rest, viable) in enumerate(_SHAPES):
+        if "(?P<keep>" in rest:
+            keeps[f"s{number}"] = f"k{number}"
+            rest = rest.replace("(?P<keep>", f"(?P<k{number}>")
+        alternatives.append(f"{re.escape(first)}(?P<s{number}>{rest})")
+        viables.append(f"{re.escape(first)}{viable}(?P<os{number}>)\\Z")
+    whole = "|".join(alternatives)
+    return (
+        re.compile(whole, re.DOTALL),
+        re.compile("|".join([*viables, whole]), re.DOTALL),
+        keeps,
+    )
 
 
 class Redactor:
     """Replaces secrets in strings and in nested dicts/lists, for one fixed set of env secrets."""
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_keeps", "_stream", "_whole")
 
     def __init__(self, env_secrets: frozenset[str] = frozenset()) -> None:
         # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = tuple(sorted(env_secrets, key=len, reverse=True))
+        secrets = tuple(sorted(filter(None, env_secrets), key=lambda s: (-len(s), s)))
+        self._whole, self._stream, self._keeps = _patterns(secrets)
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced by ``[REDACTED]``."""
         if len(text) < _MIN_SECRET_LEN:
             return text
-        # Plain substring tests first: most strings (streamed deltas) contain no trigger at
-        # all and never reach a regex.
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        for trigger, sub in _COMPILED_SHAPES:
-            if trigger in text:
-                text = sub(text)
-        return text
+        return self._whole.sub(self._replacement, text)
 
     def obj(self, obj: Any) -> Any:
         """A copy of `obj` with every string inside redacted (dict keys are kept as they are)."""
@@ -115,6 +214,97 @@ class Redactor:
             return [self.obj(v) for v in obj]
         return obj
 
+    # -- for StreamRedactor --------------------------------------------------------------
+
+    def _replacement(self, match: re.Match[str]) -> str:
+        keep = self._keeps.get(match.lastgroup or "")
+        if keep is None:
+            return REDACTED
+        return match.string[match.start() : match.end(keep)] + REDACTED
+
+    def _decided(self, text: str, start: int) -> tuple[str, int]:
+        """Redact ``text[start:]`` as far as it is decided whatever text follows; return the
+        redacted part and where the undecided rest begins. (``text[:start]`` is context for
+        the look-behinds, already released.)"""
+        parts: list[str] = []
+        search = self._stream.search
+        at = start
+        while True:
+            match = search(text, at)
+            if match is None:
+                cut = len(text)
+                break
+            if match.lastgroup[0] == "o":  # type: ignore[index]  # may still become a secret
+                cut = match.start()
+                break
+            parts += (text[at : match.start()], self._replacement(match))
+            at = match.end()
+        if not parts:
+            return text[start:cut], cut
+        parts.append(text[at:cut])
+        return "".join(parts), cut
+
+    def _rest(self, text: str, start: int) -> str:
+        """``text[start:]`` redacted, knowing nothing follows it."""
+        parts: list[str] = []
+        at = start
+        for match in self._whole.finditer(text, start):
+            parts += (text[at : match.start()], self._replacement(match))
+            at = match.end()
+        parts.append(text[at:])
+        return "".join(parts)
+
+
+class StreamRedactor:
+    """Redacts text that arrives in pieces, one stream per key (a text block, a thinking
+    block, the output of one tool call): `feed` each piece, `flush` when the block ends.
+
+    What `feed` returns can be shown and stored at once: it never holds a secret nor a piece
+    of one. It holds back only a tail that could still become a secret and releases it with
+    the first piece that shows it is not one, so ordinary text passes straight through. All
+    the pieces a key released, joined, equal `Redactor.text` of the whole text (for one
+    redactor throughout).
+    Not thread-safe: one owner (the session's loop) feeds it.
+    """
+
+    __slots__ = ("_streams", "redactor")
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor if redactor is not None else Redactor()
+        """The secrets to redact; may be replaced between blocks (e.g. per turn)."""
+        self._streams: dict[Hashable, tuple[str, str]] = {}
+        """key -> (the last character released, for the look-behinds; the text held back)."""
+
+    def feed(self, key: Hashable, chunk: str) -> str:
+        """Take the next piece of stream `key`; return the redacted text that is now decided
+        (often all of it, sometimes ""), holding back a possible secret's beginning."""
+        context, held = self._streams.get(key, ("", ""))
+        text = context + held + chunk
+        released, cut = self.redactor._decided(text, len(context))
+        self._streams[key] = (text[cut - 1 : cut] if cut else "", text[cut:])
+        return released
+
+    def flush(self, key: Hashable) -> str:
+        """End stream `key` (its block is complete): return the rest, redacted. The key may
+        then start a new stream."""
+        context, held = self._streams.pop(key, ("", ""))
+        return self.redactor._rest(context + held, len(context)) if held else ""
+
+    def flush_all(self) -> dict[Hashable, str]:
+        """End every open stream (the turn is over); returns key -> rest, for the keys that
+        still held text, in the order their streams began."""
+        rests = {key: self.flush(key) for key in list(self._streams)}
+        return {key: rest for key, rest in rests.items() if rest}
+
+    def held(self, key: Hashable) -> str:
+        """The unredacted text stream `key` holds back now (for tests and diagnostics)."""
+        return self._streams.get(key, ("", ""))[1]
+
+    @property
+    def open_keys(self) -> tuple[Hashable, ...]:
+        """Keys fed since their last flush."""
+        return tuple(self._streams)
+
 
 def env_secrets(env: Mapping[str, str] | None = None) -> frozenset[str]:
     """The values of the environment variables that look like secrets, right now (from
@@ -123,7 +313,7 @@ def env_secrets(env: Mapping[str, str] | None = None) -> frozenset[str]:
     return frozenset(
         value
         for name in env
-        if _is_secret_name(name) and len(value := env[name]) >= _MIN_SECRET_LEN
+        if _is_secret_name(name) and _MIN_SECRET_LEN <= len(value := env[name]) <= _MAX_SECRET_LEN
     )
 
 

@@ -1,10 +1,12 @@
-"""Export a stored session: as Markdown, or as a new notebook that shows it the way it ran.
+"""Export a stored session: as Markdown, as a new notebook that shows it the way it ran, or as
+a plain-text transcript (what ``%agent show`` prints).
 
-Both read the store only; no agent is started. Each turn's events are drawn by
+All read the store only; no agent is started. Each turn's events are drawn by
 `agentkernel.render`, the same code that draws the static output of a live ``%%agent`` cell, so
-an exported notebook looks like the one the session ran in. The store redacted everything on
-the way in; the export redacts its output once more, because secrets present in the environment
-now may not have been then.
+an exported notebook looks like the one the session ran in. Everything was redacted on the way
+in; the export redacts its output once more, because secrets present in the environment now may
+not have been then. Text that UTF-8 cannot hold (a lone surrogate from a file name) is shown as
+U+FFFD, so every export can be written to a file.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import render
-from ._redact import redactor
+from ._redact import Redactor, redactor
 from .events import Event
-from .store import SessionRecord, Store, StoredTurn
+from .store import SessionRecord, Store, StoredTurn, utf8_text
 
-__all__ = ["to_markdown", "to_notebook"]
+__all__ = ["to_markdown", "to_notebook", "transcript"]
 
 
 def to_markdown(store: Store, session_id: str) -> str:
@@ -34,7 +36,24 @@ def to_markdown(store: Store, session_id: str) -> str:
         if turn is not None and turn.prompt:
             parts += [_quote(turn.prompt), ""]
         parts.append(render.markdown(events))
-    return redactor().text("\n".join(parts).rstrip() + "\n")
+    return _clean(redactor(), "\n".join(parts).rstrip() + "\n")
+
+
+def transcript(store: Store, session_id: str) -> str:
+    """The session as plain text: per turn, its prompt and the turn as `render.text` draws it
+    (what the agent said and did, no times or costs), and the turn's error if it failed."""
+    record = _session(store, session_id)
+    parts = [f"# {_title(record)}"]
+    for number, turn, events in _turns(store, record):
+        if turn is None:
+            parts.append(f"## Turn {number}")
+        else:
+            prompt = "\n".join(f"> {line}" for line in turn.prompt.splitlines())
+            parts.append(f"## Turn {number} ({turn.status})\n\n{prompt}")
+        parts.append(render.text(events).strip())
+        if turn is not None and turn.error:
+            parts.append(f"Error: {turn.error}")
+    return _clean(redactor(), "\n\n".join(part for part in parts if part) + "\n")
 
 
 def to_notebook(
@@ -62,18 +81,18 @@ def to_notebook(
     name = record.name or record.id[:8]
     cells = [
         v4.new_markdown_cell(
-            redact.text(f"# {_title(record)}\n\n{_header(record, store.turns(record.id))}")
+            _clean(redact, f"# {_title(record)}\n\n{_header(record, store.turns(record.id))}")
         ),
         v4.new_code_cell("%load_ext agentkernel"),
     ]
     for number, turn, events in _turns(store, record):
         prompt = turn.prompt if turn is not None else ""
         output = v4.new_output(
-            "display_data", data=redact.obj(dict(render.mime_bundle(events))), metadata={}
+            "display_data", data=_clean(redact, dict(render.mime_bundle(events))), metadata={}
         )
         cells.append(
             v4.new_code_cell(
-                redact.text(f"%%agent --session {shlex.quote(name)}\n{prompt}"),
+                _clean(redact, f"%%agent --session {shlex.quote(name)}\n{prompt}"),
                 outputs=[output],
                 metadata={
                     "agentkernel": {
@@ -96,6 +115,17 @@ def to_notebook(
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, target)
     return target
+
+
+def _clean(redact: Redactor, value: Any) -> Any:
+    """`value` (a string, or dicts and lists of them) redacted and valid UTF-8."""
+    if isinstance(value, str):
+        return utf8_text(redact.text(value))
+    if isinstance(value, dict):
+        return {k: _clean(redact, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(redact, v) for v in value]
+    return value
 
 
 def _session(store: Store, session_id: str) -> SessionRecord:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _runtime
-from ._redact import Redactor, redactor
+from ._redact import Redactor, StreamRedactor, redactor
 from .backends import (
     DEFAULT_BACKEND,
     Backend,
@@ -57,6 +57,9 @@ from .events import (
     SessionStarted,
     Task,
     Text,
+    TextDelta,
+    Thinking,
+    ThinkingDelta,
     ToolCall,
     ToolResult,
     TurnEnded,
@@ -65,9 +68,27 @@ from .events import (
 )
 from .hooks import SessionHooks
 from .permissions import PermissionMode, PermissionPolicy, validate_mode
-from .store import MEMORY, SessionRecord, Store, StoredTurn, default_store_path
+from .store import (
+    MEMORY,
+    SessionRecord,
+    Store,
+    StoredTurn,
+    StoreWarning,
+    StoreWriteError,
+    default_store_path,
+)
 
 log = logging.getLogger("agentkernel")
+
+_DELTA_KIND: dict[type[Event], str] = {TextDelta: "text", ThinkingDelta: "thinking"}
+_DELTA_OF_KIND: dict[str, type[TextDelta | ThinkingDelta]] = {
+    "text": TextDelta,
+    "thinking": ThinkingDelta,
+}
+_ENDS_BLOCKS = (Text, Thinking, ToolCall, Error)
+"""Events after which no delta continues the text or thinking block of their scope (their
+agent or sub-agent): the rest a stream held back is released before them. Other events
+(token counts, usage, plans) arrive in the middle of a block and leave it open."""
 
 PermissionHandler = Callable[
     [PermissionRequest | Question], Decision | Awaitable[Decision | None] | None
@@ -205,6 +226,9 @@ class _Core:
         self.session_id = session_id
         self.store = store
         self.redact: Redactor = redactor(config.env)
+        self.streams = StreamRedactor(self.redact)
+        """Streamed text, redacted as a stream: per (kind, parent_tool_use_id)."""
+        self.store_warned = False
         self.backend_cls = backend_cls
         self.backend: Backend | None = None
         self.config = config
@@ -238,11 +262,52 @@ class _Core:
     # -- the BackendHost side --------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        for clean in self._redact_event(event):
+            self._emit_redacted(clean)
+
+    def _redact_event(self, event: Event) -> list[Event]:
+        """`event` redacted, after the rest of any text stream it ends: one redaction per
+        event, here, so nothing downstream (view, store, history, handlers) sees a secret. A
+        delta goes through `self.streams`, which holds back the beginning of a possible
+        secret; a delta whose text is all held back is dropped."""
+        scope = event.parent_tool_use_id
+        kind = _DELTA_KIND.get(type(event))
+        if kind is not None:
+            assert isinstance(event, TextDelta | ThinkingDelta)
+            out = self._close_streams(scope, keep=kind)  # text after thinking ends it
+            text = self.streams.feed((kind, scope), event.text)
+            if text:
+                out.append(dataclasses.replace(event, text=text))
+            return out
+        if isinstance(event, TurnEnded):
+            out = self._close_streams(None, every=True)
+        elif isinstance(event, _ENDS_BLOCKS):
+            out = self._close_streams(scope)
+        else:
+            out = []
+        changed = self._redacted(event)
+        out.append(dataclasses.replace(event, **changed) if changed else event)
+        return out
+
+    def _close_streams(
+        self, scope: str | None, keep: str | None = None, *, every: bool = False
+    ) -> list[Event]:
+        """Flush the open streams of `scope` (of every scope if `every`), but for kind
+        `keep`: each rest becomes the last delta of its block."""
+        out: list[Event] = []
+        for key in self.streams.open_keys:
+            kind, key_scope = key  # type: ignore[misc]
+            if not every and (key_scope != scope or kind == keep):
+                continue
+            rest = self.streams.flush(key)
+            if rest:
+                out.append(_DELTA_OF_KIND[kind](text=rest, parent_tool_use_id=key_scope))
+        return out
+
+    def _emit_redacted(self, event: Event) -> None:
         self.seq += 1
         turn = self.current.record.number if self.current else 0
-        event = dataclasses.replace(
-            event, session_id=self.session_id, turn=turn, seq=self.seq, **self._redacted(event)
-        )
+        event = dataclasses.replace(event, session_id=self.session_id, turn=turn, seq=self.seq)
         if isinstance(event, SessionStarted):
             self._started(event)
         elif event.parent_tool_use_id and event.parent_tool_use_id not in self.children:
@@ -326,21 +391,27 @@ class _Core:
         return changed
 
     def persist(self, write: Callable[[Store], object]) -> None:
-        """Write to the store (``write(store)``); a store that fails warns once and is
-        dropped, and the session carries on in memory."""
-        if self.store is None:
+        """Write to the store (``write(store)``). A store that cannot write keeps the write
+        queued and retries it by itself; the first failure of a spell warns, saying what is
+        not stored yet, and the session carries on with the same store. A write the store
+        refuses (a bug) warns too; neither ends the session."""
+        store = self.store
+        if store is None:
             return
         try:
-            write(self.store)
-        except Exception as exc:  # any store failure must not end the session
+            write(store)
+        except StoreWriteError as exc:
+            if not self.store_warned:
+                self.store_warned = True
+                warnings.warn(StoreWarning(str(exc)), stacklevel=2)
+        except Exception as exc:
             warnings.warn(
-                f"the session store at {getattr(self.store, 'path', '?')} failed ({exc}); "
-                "this session continues in memory only. Check the disk and the "
-                "AGENTKERNEL_STORE setting.",
-                RuntimeWarning,
+                StoreWarning(f"the session store {store.path} refused a write: {exc}"),
                 stacklevel=2,
             )
-            self.store = None
+        else:
+            if self.store_warned and store.healthy:
+                self.store_warned = False
 
     async def decide(self, request: PermissionRequest | Question) -> Decision:
         current = self.current
@@ -494,6 +565,7 @@ class _Core:
         self.history.append(record)
         self.current = turn
         self.redact = redactor(self.config.env)
+        self.streams.redactor = self.redact
         # The turn's row is written while the prompt travels to the agent, not before.
         started_row = asyncio.get_running_loop().run_in_executor(
             None,

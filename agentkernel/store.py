@@ -8,23 +8,35 @@ else ``<jupyter data dir>/agentkernel/sessions.db``, with the data dir from
 
 Several kernels and processes use one file at once, so the database runs in WAL mode (readers
 never wait for the writer) with a busy timeout, and every write is a ``BEGIN IMMEDIATE``
-transaction: a writer waits for the write lock up front instead of failing half way. Writes
-are kept cheap by batching: `Store.append` only buffers the event; a flusher thread writes the
-buffer in one transaction when it holds `batch_size` events (200) or its oldest event is
-`flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that last
-stretch), and `end_turn`, `flush` and `close` write it at once. So a turn of 10,000 streamed
-deltas costs at most 10,000 / 200 = 50 commits plus one per 0.1 s it streamed (a few in
-practice), not 10,000. ``synchronous=NORMAL``: a commit survives the process dying at any
-moment; only a power cut can lose the last commits.
+transaction: a writer waits for the write lock up front instead of failing half way. Setting
+up WAL and the schema on a fresh file does not wait for the busy timeout by itself (SQLite
+answers "database is locked" at once while another process is creating the file), so opening
+retries within the busy timeout: kernels started together all open the file.
+
+Writes are kept cheap by batching: `Store.append` only queues the event; a flusher thread
+writes the queue in one transaction when it holds `batch_size` events (200) or its oldest event
+is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that last
+stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
+themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 200 = 50 commits plus one
+per 0.1 s it streamed (a few in practice), not 10,000. ``synchronous=NORMAL``: a commit survives
+the process dying at any moment; only a power cut can lose the last commits.
+
+When the file cannot be written (locked past the timeout, disk full, I/O error), nothing is
+dropped: every write stays queued, in order, and is retried with a growing pause (reconnecting
+to the file), while the session carries on. The write that found the problem raises
+`StoreWriteError`, which says what is not stored yet; `Store.healthy` and `Store.problem` tell
+the state, and the next successful write clears it.
 
 A turn records the pid, host and process start time of the process that runs it. When a store
 is opened, turns left ``running`` by a process of this host that no longer exists are marked
 ``interrupted``; a turn that a live kernel is still running is left alone.
 
-Nothing reaches the file unredacted: prompts, titles, summaries, errors, metadata and every
-event's payload pass through `agentkernel._redact` on the way in. When a whole text block turns
-out to hold a secret that its streamed deltas split between them, those deltas are deleted and
-the redacted block stands in for them (``secure_delete`` zeroes the deleted bytes).
+Secrets: what the store's own API takes (prompts, titles, summaries, errors, metadata) is
+redacted here, by `agentkernel._redact`. Events are stored as given: the session redacts each
+one as it is emitted, and streamed text as a stream (`_redact.StreamRedactor`), which is the
+only place a secret split across deltas can be caught. Text is stored whole; a lone surrogate
+(what a file name decoded with ``surrogateescape`` holds), which SQLite text cannot hold, is
+kept as written inside events and becomes U+FFFD in the other columns (`utf8_text`).
 
 The schema version is ``PRAGMA user_version``; `MIGRATIONS` takes a database from each version
 to the next, and opening a store applies the missing ones.
@@ -42,6 +54,7 @@ import json
 import logging
 import math
 import os
+import random
 import socket
 import sqlite3
 import sys
@@ -69,9 +82,11 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreWarning",
+    "StoreWriteError",
     "StoredTurn",
     "TurnStatus",
     "default_store_path",
+    "utf8_text",
 ]
 
 log = logging.getLogger("agentkernel.store")
@@ -87,8 +102,14 @@ class StoreError(AgentKernelError):
     """The store file cannot be used (for example, a newer agentkernel wrote it)."""
 
 
+class StoreWriteError(StoreError):
+    """A write did not reach the file (locked, full, I/O error...). Nothing is dropped: the
+    write stays queued and is retried; the message says what is not stored yet."""
+
+
 class StoreWarning(UserWarning):
-    """The store could not be opened; the session carries on with an in-memory store."""
+    """The store could not be opened (the session carries on with an in-memory store), or
+    could not be written (the writes are queued and retried)."""
 
 
 def default_store_path() -> str:
@@ -158,8 +179,6 @@ _SESSION_FIELDS = tuple(f.name for f in dataclasses.fields(SessionRecord))
 _UPDATABLE = frozenset(_SESSION_FIELDS) - {"id", "created_at", "updated_at"}
 _ENVELOPE = ("type", "session_id", "turn", "seq", "timestamp")
 """Event fields kept in their own columns, so the JSON ``data`` holds only the payload."""
-_BLOCK_OF_DELTA = {"text_delta": "text", "thinking_delta": "thinking"}
-_DELTA_OF_BLOCK = {block: delta for delta, block in _BLOCK_OF_DELTA.items()}
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -244,7 +263,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class Store:
     """Sessions, turns and events in SQLite. Thread-safe; many processes may share one file.
 
-    ``path``: a file path or ``":memory:"``; None means `default_store_path`. Buffered events
+    ``path``: a file path or ``":memory:"``; None means `default_store_path`. Queued events
     are written once `batch_size` of them wait, and at the latest `flush_interval` seconds after
     they were appended. Use `open_or_memory` where a broken store must not stop the session.
     """
@@ -262,33 +281,26 @@ class Store:
             self.path = str(Path(self.path).expanduser())
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.busy_timeout = busy_timeout
         self.commits = 0
         """Write transactions committed by this object (batching is measured with it)."""
-        self._db = threading.RLock()  # the connection
-        self._buffer: collections.deque[Event] = collections.deque()
-        """Appended at the right, taken from the left: both atomic, so `append` takes no lock
-        in the common case (a lock there starves the flusher thread of a busy appender)."""
+        self.problem: str | None = None
+        """Why writes fail and what is not stored yet; None while the store works."""
+        self._db = threading.RLock()  # the connection, `problem` and the retry schedule
+        self._queue: collections.deque[Event | _Write] = collections.deque()
+        """Writes in the order they were made. Appended at the right, taken from the left: both
+        atomic, so `append` takes no lock in the common case (a lock there starves the flusher
+        thread of a busy appender)."""
         self._lock = threading.Lock()  # guards _oldest, _closed and the flusher's sleep
         self._wake = threading.Condition(self._lock)
         self._oldest = 0.0
         self._closed = False
-        self._delta_runs: dict[tuple[str, int, str], int] = {}
-        """(session, turn, delta type) -> seq of the first delta of the block being streamed."""
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._reconnect = False
         if self.path != MEMORY:
             _prepare_file(Path(self.path))
-        self._conn = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA secure_delete=ON")
-            _require_json(self._conn)
-            self._migrate()
-            self._recover_interrupted_turns()
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = self._connect()
         self._flusher = threading.Thread(
             target=self._flush_when_due, name="agentkernel-store", daemon=True
         )
@@ -323,6 +335,11 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the last write reached the file (False: writes are queued and retried)."""
+        return self.problem is None
+
     # -- sessions ------------------------------------------------------------------------
 
     def create_session(self, record: SessionRecord) -> SessionRecord:
@@ -333,15 +350,15 @@ class Store:
             record, created_at=record.created_at or now, updated_at=record.updated_at or now
         )
         values = _session_columns(vars(record), redactor())
-        placeholders = ", ".join("?" for _ in values)
-        try:
-            with self._write() as conn:
-                conn.execute(
-                    f"INSERT INTO sessions ({', '.join(values)}) VALUES ({placeholders})",
-                    tuple(values.values()),
-                )
-        except sqlite3.IntegrityError:
-            raise ValueError(f"a session with id {record.id!r} is already stored") from None
+        sql = f"INSERT INTO sessions ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(sql, tuple(values.values()))
+            except sqlite3.IntegrityError:
+                raise ValueError(f"a session with id {record.id!r} is already stored") from None
+
+        self._write(_Write(f"the new session {record.id[:8]}", insert))
         return self._session(record.id)
 
     def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
@@ -354,12 +371,16 @@ class Store:
             )
         values = _session_columns({**fields, "updated_at": time.time()}, redactor())
         assignments = ", ".join(f"{column} = ?" for column in values)
-        with self._write() as conn:
+
+        def update(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
                 f"UPDATE sessions SET {assignments} WHERE id = ?", (*values.values(), session_id)
             )
             if cursor.rowcount == 0:
                 raise KeyError(f"no session {session_id!r} in {self.path}")
+
+        changed = ", ".join(sorted(fields))
+        self._write(_Write(f"the change of {changed} of session {session_id[:8]}", update))
         return self._session(session_id)
 
     def rename(self, session_id: str, title: str) -> None:
@@ -370,12 +391,15 @@ class Store:
 
     def delete(self, session_id: str) -> None:
         """Delete a session with its turns and events (sessions forked from it are kept)."""
-        with self._write(forget=(session_id,)) as conn:
+
+        def delete(conn: sqlite3.Connection) -> None:
             cursor = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             if cursor.rowcount == 0:
                 raise KeyError(f"no session {session_id!r} in {self.path}")
             conn.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+
+        self._write(_Write(f"the deletion of session {session_id[:8]}", delete))
 
     def get_session(self, ref: str) -> SessionRecord | None:
         """The session whose id, backend session id, or unique id prefix is `ref`; None if
@@ -446,7 +470,10 @@ class Store:
         """Record that this process runs turn `number` of the session (status ``running``)."""
         now = time.time()
         pid = os.getpid()
-        with self._write() as conn:
+        row = (session_id, number, _column_text(redactor().text(prompt)), now, pid, _HOST)
+        started = _process_start(pid)
+
+        def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
                 """INSERT INTO turns (session_id, number, prompt, status, started_at, pid, host,
                     pid_started) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)
@@ -454,12 +481,15 @@ class Store:
                     status = 'running', started_at = excluded.started_at, ended_at = NULL,
                     error = NULL, pid = excluded.pid, host = excluded.host,
                     pid_started = excluded.pid_started""",
-                (session_id, number, redactor().text(prompt), now, pid, _HOST, _process_start(pid)),
+                (*row, started),
             )
             conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
 
+        self._write(_Write(f"the start of turn {number} of session {session_id[:8]}", insert))
+
     def append(self, event: Event) -> None:
-        """Buffer an event (stamped with its session, turn and seq) for the next batch.
+        """Queue an event (stamped with its session, turn and seq) for the next batch. It is
+        stored as given: redacting it is the emitter's job (see the module docstring).
 
         Never waits for the disk or for another process's write lock: the flusher thread
         writes, so the session's event loop is not held up by a busy store."""
@@ -467,8 +497,8 @@ class Store:
             raise ValueError(f"cannot store an event without a session id: {event!r}")
         if self._closed:
             raise ValueError(f"{self!r} is closed")
-        self._buffer.append(event)
-        size = len(self._buffer)
+        self._queue.append(event)
+        size = len(self._queue)
         if size == 1 or size % self.batch_size == 0:
             with self._wake:
                 if size == 1:
@@ -492,13 +522,16 @@ class Store:
             raise ValueError(f"a turn ends as one of {TURN_STATUSES[1:]}, not {status!r}")
         usage = usage or Usage()
         now = time.time()
-        with self._write(forget=(session_id, number)) as conn:
+        turn_usage = tuple(getattr(usage, c) for c in _USAGE_COLUMNS)
+        error = None if error is None else _column_text(redactor().text(error))
+        stop_reason = None if stop_reason is None else _column_text(stop_reason)
+
+        def record(conn: sqlite3.Connection) -> None:
             before = conn.execute(
                 f"SELECT {', '.join(_USAGE_COLUMNS)} FROM turns WHERE session_id = ? "
                 "AND number = ?",
                 (session_id, number),
             ).fetchone()
-            turn_usage = tuple(getattr(usage, c) for c in _USAGE_COLUMNS)
             conn.execute(
                 """INSERT INTO turns (session_id, number, status, started_at)
                 VALUES (?, ?, ?, ?) ON CONFLICT (session_id, number) DO NOTHING""",
@@ -513,7 +546,7 @@ class Store:
                     now,
                     duration_s,
                     model_calls,
-                    None if error is None else redactor().text(error),
+                    error,
                     stop_reason,
                     *turn_usage,
                     session_id,
@@ -531,6 +564,8 @@ class Store:
                 (now, *added, session_id),
             )
 
+        self._write(_Write(f"the end of turn {number} of session {session_id[:8]}", record))
+
     def turns(self, session_id: str) -> list[StoredTurn]:
         rows = self._query(
             "SELECT * FROM turns WHERE session_id = ? ORDER BY number", (session_id,)
@@ -538,7 +573,8 @@ class Store:
         return [_stored_turn(row) for row in rows]
 
     def events(self, session_id: str, turn: int | None = None) -> list[Event]:
-        """The session's events (of one turn, if given) in the order they were appended."""
+        """The session's events (of one turn, if given) in the order they were appended.
+        Raises `StoreWriteError` if queued events cannot be written first."""
         self.flush()
         sql = "SELECT session_id, turn, seq, type, timestamp, data FROM events WHERE session_id = ?"
         params: tuple[Any, ...] = (session_id,)
@@ -549,42 +585,20 @@ class Store:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [_event(row) for row in rows]
 
-    def transcript(self, session_id: str) -> str:
-        """The session as plain text: per turn, its prompt and the turn as `render.text`
-        draws it (what the agent said and did, no times or costs)."""
-        from . import render  # only here: opening a store must not need the renderer
-
-        record = self._session(session_id)
-        by_turn: dict[int, list[Event]] = {}
-        for event in self.events(record.id):
-            by_turn.setdefault(event.turn, []).append(event)
-        turns = {t.number: t for t in self.turns(record.id)}
-        parts = [f"# {record.title or record.name or record.id}"]
-        for number in sorted(set(turns) | set(by_turn)):
-            stored = turns.get(number)
-            if stored is None:
-                parts.append(f"## Turn {number}")
-            else:
-                prompt = "\n".join(f"> {line}" for line in stored.prompt.splitlines())
-                parts.append(f"## Turn {number} ({stored.status})\n\n{prompt}")
-            parts.append(render.text(by_turn.get(number, [])).strip())
-            if stored is not None and stored.error:
-                parts.append(f"Error: {stored.error}")
-        return "\n\n".join(part for part in parts if part) + "\n"
-
     # -- writing -------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write every buffered event now; returns once all events appended before the call
-        are committed. An empty buffer costs no transaction."""
+        """Write everything queued now; returns once all writes made before the call are
+        committed (an empty queue costs no transaction). Raises `StoreWriteError` if the file
+        cannot be written: the writes stay queued and are retried."""
         with self._db:  # waits for a batch the flusher thread may be writing
-            if not self._buffer:
-                return
-            with self._write():
-                pass
+            if self._queue:
+                self._write()
 
     def close(self) -> None:
-        """Write what is buffered, stop the flusher thread and close the file. Idempotent."""
+        """Write what is queued, stop the flusher thread and close the file. Idempotent.
+        Raises `StoreWriteError` (after closing) if queued writes could not be written: they
+        are lost."""
         with self._lock:
             if self._closed:
                 return
@@ -598,77 +612,97 @@ class Store:
                 self._conn.close()
             _open_stores.discard(self)
 
-    @contextlib.contextmanager
-    def _write(self, forget: tuple[str | int, ...] = ()) -> Iterator[sqlite3.Connection]:
-        """One write transaction, carrying every buffered event first: a direct write never
-        overtakes events appended before it, and `end_turn` is a single commit. If the
-        transaction fails, the events go back to the buffer for the next attempt.
+    def _write(self, write: _Write | None = None) -> None:
+        """Write everything queued, then `write`, in one transaction.
 
-        `forget`: a (session,) or (session, turn) whose streamed-delta tracking is over."""
+        If the store fails (locked, full, I/O error...), everything stays queued in order,
+        `write` included, to be retried by the flusher thread, and `StoreWriteError` says what
+        is not stored. If `write` itself is wrong (a missing session: KeyError; a duplicate:
+        ValueError), only it is undone and its error raised."""
         with self._db:
-            buffer = self._buffer
-            batch = [buffer.popleft() for _ in range(len(buffer))]
-            runs = dict(self._delta_runs)
-            rows, purges = _encode(batch, redactor(), runs)  # before taking the write lock
+            queue = self._queue
+            items = [queue.popleft() for _ in range(len(queue))]
+            if write is not None:
+                items.append(write)
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if batch:  # (the migration that creates the table runs in here too)
-                        self._conn.execute(_INSERT_EVENTS, (rows,))
-                    if purges:
-                        self._conn.executemany(
-                            "DELETE FROM events WHERE session_id = ? AND turn = ? AND type = ? "
-                            "AND seq >= ? AND seq < ?",
-                            purges,
-                        )
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:  # some errors already rolled it back
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except BaseException:
-                buffer.extendleft(reversed(batch))
-                with self._lock:
+                wrong = self._commit(items, write)
+            except BaseException as exc:
+                queue.extendleft(reversed(items))
+                with self._wake:
                     self._oldest = time.monotonic()
+                    self._wake.notify()  # the flusher thread retries them
+                if isinstance(exc, (sqlite3.Error, OSError, StoreError)):
+                    raise self._failed(exc) from exc
                 raise
-            if forget:
-                runs = {k: v for k, v in runs.items() if k[: len(forget)] != forget}
-            self._delta_runs = runs
             self.commits += 1
+            if self.problem is not None:
+                log.info("the session store %s works again: all queued writes are in", self.path)
+                self.problem, self._backoff = None, 0.0
+        if wrong is not None:
+            raise wrong
+
+    def _commit(self, items: list[Event | _Write], write: _Write | None) -> Exception | None:
+        """One transaction of `items`; returns the error of `write` if it was wrong. A queued
+        write found wrong on a retry is dropped with a log message: its caller is long gone."""
+        if self._reconnect:  # a fresh connection first: the old one may be broken
+            fresh = self._connect()
+            self._conn.close()
+            self._conn, self._reconnect = fresh, False
+        runs = [run if isinstance(run, _Write) else _encode(run) for run in _runs(items)]
+        wrong = None
+        with _transaction(self._conn) as conn:  # (events encoded before taking the lock)
+            for run in runs:
+                if not isinstance(run, _Write):
+                    conn.execute(_INSERT_EVENTS, (run,))
+                elif (error := _apply(conn, run)) is not None and run is write:
+                    wrong = error
+                elif error is not None:
+                    log.warning("dropped a queued store write (%s): %s", run.what, error)
+        return wrong
+
+    def _failed(self, exc: BaseException) -> StoreWriteError:
+        """Record a failed write: what is not stored, when to retry (sooner for a lock, which
+        clears by itself; reconnecting first for anything else)."""
+        self._backoff = min(max(self._backoff * 2, 0.25), _MAX_BACKOFF)
+        self._retry_at = time.monotonic() + self._backoff
+        self._reconnect = not _is_locked(exc) and self.path != MEMORY
+        first = self.problem is None
+        self.problem = (
+            f"agentkernel cannot write to its session store {self.path} ({exc}): "
+            f"{_describe(self._queue)} not stored yet. It is kept in memory and written when "
+            "the store works again (retried every few seconds); it is lost if this process "
+            "ends first."
+        )
+        if first:  # the caller of the failed write tells the user (the session warns)
+            log.info("%s", self.problem)
+        return StoreWriteError(self.problem)
 
     def _flush_when_due(self) -> None:
-        """The flusher thread: writes the buffer when it is full or its oldest event is due."""
-        failing = False
+        """The flusher thread: writes the queue when it is full or its oldest event is due,
+        and retries a failing store after a pause."""
         while True:
             with self._lock:
                 while True:
                     if self._closed:
                         return
-                    if len(self._buffer) >= self.batch_size:
-                        break
-                    if self._buffer:
-                        due_in = self._oldest + self.flush_interval - time.monotonic()
-                        if due_in <= 0:
-                            break
-                        self._wake.wait(due_in)
-                    else:
+                    if not self._queue:
                         self._wake.wait()
-            try:
-                with self._write():
-                    pass
-            except Exception as exc:  # the events stay buffered; retry after an interval
-                if not failing:
-                    log.warning(
-                        "cannot write to the session store %s (%s); retrying", self.path, exc
-                    )
-                failing = True
-                with self._lock:
-                    self._wake.wait(max(self.flush_interval, 0.05))
-            else:
-                failing = False
+                        continue
+                    if self.problem is not None:
+                        due = self._retry_at
+                    elif len(self._queue) >= self.batch_size:
+                        break
+                    else:
+                        due = self._oldest + self.flush_interval
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._wake.wait(wait)
+            with contextlib.suppress(StoreWriteError):  # recorded in `problem`; retried
+                self._write()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        params = [_column_text(p) if isinstance(p, str) else p for p in params]
         with self._db:
             cursor = self._conn.cursor()
             cursor.row_factory = sqlite3.Row
@@ -682,11 +716,42 @@ class Store:
 
     # -- opening -------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the file, set up (WAL, schema, crash recovery). Set-up steps that
+        find the file locked by another process creating it are retried until the busy
+        timeout: SQLite fails them at once instead of waiting."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.002
+        while True:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._set_up(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not _is_locked(exc) or time.monotonic() + pause > deadline:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+            time.sleep(pause * random.uniform(0.5, 1.5))  # apart from the other openers
+            pause = min(pause * 2, 0.1)
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA secure_delete=ON")
+        _require_json(conn)
+        self._migrate(conn)
+        self._recover_interrupted_turns(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         latest = len(MIGRATIONS)
-        if self._schema_version(self._conn) == latest:
+        if self._schema_version(conn) == latest:
             return
-        with self._write() as conn:
+        with _transaction(conn):
             # Read again under the write lock: another process may have migrated meanwhile.
             version = self._schema_version(conn)
             for migration in MIGRATIONS[version:]:
@@ -703,20 +768,20 @@ class Store:
             )
         return version
 
-    def _recover_interrupted_turns(self) -> None:
-        running = self._query(
+    def _recover_interrupted_turns(self, conn: sqlite3.Connection) -> None:
+        running = conn.execute(
             "SELECT session_id, number, pid, pid_started FROM turns "
             "WHERE status = 'running' AND host = ?",
             (_HOST,),
-        )
+        ).fetchall()
         orphans = [
-            (row["session_id"], row["number"], row["pid"])
-            for row in running
-            if row["pid"] is not None and not _process_alive(row["pid"], row["pid_started"])
+            (session_id, number, pid)
+            for session_id, number, pid, started in running
+            if pid is not None and not _process_alive(pid, started)
         ]
         if not orphans:
             return
-        with self._write() as conn:
+        with _transaction(conn):
             for session_id, number, pid in orphans:
                 conn.execute(
                     """UPDATE turns SET status = 'interrupted', error = ?,
@@ -731,6 +796,93 @@ class Store:
                     ),
                 )
         log.info("marked %d turn(s) of ended processes as interrupted", len(orphans))
+
+
+_MAX_BACKOFF = 5.0
+"""The longest pause between retries of a failing store, in seconds."""
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A write other than an event, queued in order with the events: what it stores (for a
+    failure message) and how."""
+
+    what: str
+    run: Callable[[sqlite3.Connection], None]
+
+
+def _runs(items: list[Event | _Write]) -> Iterator[list[Event] | _Write]:
+    """The queue in order: each run of consecutive events as one list (one statement), and
+    each other write alone."""
+    events: list[Event] = []
+    for item in items:
+        if isinstance(item, _Write):
+            if events:
+                yield events
+                events = []
+            yield item
+        else:
+            events.append(item)
+    if events:
+        yield events
+
+
+def _apply(conn: sqlite3.Connection, write: _Write) -> Exception | None:
+    """Run one write inside the transaction; if the write itself is wrong (not the store),
+    undo just it and return its error. A failure of the store propagates."""
+    conn.execute("SAVEPOINT write")
+    try:
+        write.run(conn)
+    except (KeyError, ValueError, TypeError, sqlite3.IntegrityError) as exc:
+        conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
+        return exc
+    conn.execute("RELEASE write")
+    return None
+
+
+def _describe(queue: collections.deque[Event | _Write]) -> str:
+    """What the queue holds, in a phrase: "40 events of session 1a2b3c4d and the end of
+    turn 3 of session 1a2b3c4d"."""
+    events: collections.Counter[str] = collections.Counter()
+    writes: list[str] = []
+    for item in list(queue):
+        if isinstance(item, _Write):
+            writes.append(item.what)
+        else:
+            events[item.session_id[:8]] += 1
+    parts = [
+        f"{count} event{'s' if count > 1 else ''} of session {session}"
+        for session, count in events.items()
+    ]
+    parts += writes[:3] + ([f"{len(writes) - 3} more writes"] if len(writes) > 3 else [])
+    if not parts:
+        return "nothing"
+    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken (or waited for) up front."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # some errors already rolled it back
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's "database is locked" / "busy": another connection holds the
+    lock, which clears by itself."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
 
 
 def _require_json(conn: sqlite3.Connection) -> None:
@@ -758,6 +910,23 @@ def _prepare_file(path: Path) -> None:
 # -- encoding --------------------------------------------------------------------------------
 
 
+def utf8_text(text: str) -> str:
+    """`text` as UTF-8 can hold it: a lone surrogate (a file name decoded with
+    ``surrogateescape``, half of a broken pair) becomes U+FFFD, visibly; a valid pair becomes
+    its character; everything else, NUL included, is kept. For SQLite text columns, files and
+    anything else that must be valid UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+_column_text = utf8_text
+
+
 def _session_columns(fields: dict[str, Any], redact: Redactor) -> dict[str, Any]:
     """Column values for these `SessionRecord` fields, redacted and JSON-encoded."""
     columns: dict[str, Any] = {}
@@ -765,11 +934,13 @@ def _session_columns(fields: dict[str, Any], redact: Redactor) -> dict[str, Any]
         if name == "usage":
             columns.update((c, getattr(value, c)) for c in _USAGE_COLUMNS)
         elif name == "metadata":
-            columns[name] = json.dumps(redact.obj(value or {}), default=str)
+            columns[name] = json.dumps(redact.obj(value or {}), default=str)  # ASCII
         elif name in ("title", "summary") and value is not None:
-            columns[name] = redact.text(value)
+            columns[name] = _column_text(redact.text(value))
         elif name == "pinned":
             columns[name] = int(bool(value))
+        elif isinstance(value, str):
+            columns[name] = _column_text(value)
         else:
             columns[name] = value
     return columns
@@ -793,38 +964,34 @@ _INSERT_EVENTS = """INSERT INTO events (session_id, turn, seq, type, timestamp, 
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
         json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
     FROM json_each(?)"""
-"""The whole batch in one statement, as one JSON array of rows.
+"""A run of events in one statement, as one JSON array of rows.
 
 Why not `executemany`: it releases and retakes the GIL around every row, and each retake
 waits up to the interpreter's switch interval (5 ms) while another thread runs Python code,
 such as the session loop streaming deltas; a batch of 1,000 rows then took seconds. One
-statement is a handful of GIL round trips whatever the batch size, and no slower."""
+statement is a handful of GIL round trips whatever the batch size, and no slower.
+
+The JSON is ASCII (``\\uXXXX`` escapes), and SQLite keeps the escapes of the payload object
+as written: text that UTF-8 cannot hold (a lone surrogate) and NUL survive the round trip."""
 
 
-def _encode(
-    batch: list[Event], redact: Redactor, runs: dict[tuple[str, int, str], int]
-) -> tuple[str, list[tuple[Any, ...]]]:
-    """The batch as the JSON array `_INSERT_EVENTS` takes, and the runs of deltas to delete
-    because the block they streamed held a secret that only the whole block revealed.
-    Updates `runs` in place."""
-    rows: list[list[Any]] = []
-    purges: list[tuple[Any, ...]] = []
-    for event in batch:
-        payload = {name: getattr(event, name) for name in _payload_fields(type(event))}
-        clean = redact.obj(payload)
-        key = (event.session_id, event.turn, event.type)
-        if event.type in _BLOCK_OF_DELTA:
-            runs.setdefault(key, event.seq)
-        elif event.type in _DELTA_OF_BLOCK:
-            delta = _DELTA_OF_BLOCK[event.type]
-            first = runs.pop((event.session_id, event.turn, delta), None)
-            if first is not None and clean.get("text") != payload.get("text"):
-                purges.append((event.session_id, event.turn, delta, first, event.seq))
-        rows.append([event.session_id, event.turn, event.seq, event.type, event.timestamp, clean])
+def _encode(events: list[Event]) -> str:
+    """The events as the JSON array `_INSERT_EVENTS` takes."""
+    rows = [
+        [
+            event.session_id,
+            event.turn,
+            event.seq,
+            event.type,
+            event.timestamp,
+            {name: getattr(event, name) for name in _payload_fields(type(event))},
+        ]
+        for event in events
+    ]
     try:
-        return _ENCODER.encode(rows), purges
+        return _ENCODER.encode(rows)
     except ValueError:  # NaN or infinity somewhere, which JSON cannot hold: keep them as text
-        return _ENCODER.encode(_finite(rows)), purges
+        return _ENCODER.encode(_finite(rows))
 
 
 def _finite(value: Any) -> Any:
@@ -935,5 +1102,7 @@ def _flush_at_exit() -> None:
     """Write what is buffered when the interpreter exits. Stores stay open: the runtime's own
     exit hooks may still end turns after this runs."""
     for store in list(_open_stores):
-        with contextlib.suppress(Exception):
+        try:
             store.flush()
+        except Exception as exc:  # nothing else will write it now
+            log.error("%s", exc)

@@ -3,7 +3,9 @@ migrations, the query API, and export."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
 import os
 import signal
@@ -23,6 +25,7 @@ import pytest
 
 import agentkernel.store as store_module
 from agentkernel import export
+from agentkernel._redact import StreamRedactor, redactor
 from agentkernel.events import (
     Event,
     Other,
@@ -40,6 +43,7 @@ from agentkernel.store import (
     Store,
     StoreError,
     StoreWarning,
+    StoreWriteError,
     default_store_path,
 )
 
@@ -65,7 +69,9 @@ def new_session(store: Store, **fields: object) -> SessionRecord:
 def raw_bytes(path: Path) -> bytes:
     """Everything SQLite keeps on disk for this database."""
     return b"".join(
-        p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-journal")) if p.exists()
+        p.read_bytes()
+        for p in (path, *(Path(f"{path}-{suffix}") for suffix in ("wal", "shm", "journal")))
+        if p.exists()
     )
 
 
@@ -276,6 +282,121 @@ def test_processes_writing_at_once_lose_nothing(path: Path, tmp_path: Path) -> N
         assert len(check.events("shared")) == 2 * count
 
 
+CREATE_AT_ONCE = """
+    import json, os, sys, warnings
+    from pathlib import Path
+    from agentkernel.store import SessionRecord, Store
+
+    folder, worker, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    for number in range(rounds):
+        gate = folder / f"gate-{number}"
+        (folder / f"ready-{number}-{worker}").touch()
+        os.close(os.open(gate, os.O_RDONLY))  # a FIFO: every worker wakes when it opens
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store = Store.open_or_memory(folder / f"round-{number}.db")
+            store.create_session(SessionRecord(id=f"{worker}-{number}", backend="test"))
+            store.close()
+        print(json.dumps([store.path, [str(w.message) for w in caught]]), flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the start gate is a FIFO")
+@pytest.mark.parametrize("processes", [2, 4, 8])
+def test_processes_creating_a_fresh_store_at_once_all_open_it(
+    tmp_path: Path, processes: int
+) -> None:
+    """Kernels started together (a first launch restoring several notebooks) each create the
+    store file at the same instant. SQLite answers "database is locked" at once to all but
+    one setting up WAL; every one must still open the file, with no warning."""
+    rounds = 20
+    gates = [tmp_path / f"gate-{number}" for number in range(rounds)]
+    for gate in gates:
+        os.mkfifo(gate)
+    workers = [
+        run_child(CREATE_AT_ONCE, str(tmp_path), str(worker), str(rounds))
+        for worker in range(processes)
+    ]
+    try:
+        for number, gate in enumerate(gates):
+            ready = [tmp_path / f"ready-{number}-{worker}" for worker in range(processes)]
+            deadline = time.monotonic() + 60
+            while not all(p.exists() for p in ready):
+                assert time.monotonic() < deadline, "the workers did not get ready"
+                time.sleep(0.002)
+            time.sleep(0.02)  # let them reach the gate
+            os.close(os.open(gate, os.O_WRONLY))
+        reports = []
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            reports += [json.loads(line) for line in out.splitlines()]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert len(reports) == processes * rounds
+    assert [warned for _, warned in reports if warned] == []
+    assert {stored for stored, _ in reports} == {
+        str(tmp_path / f"round-{number}.db") for number in range(rounds)
+    }
+    for number in range(rounds):
+        with sqlite3.connect(tmp_path / f"round-{number}.db") as conn:
+            ids = {row[0] for row in conn.execute("SELECT id FROM sessions")}
+        assert ids == {f"{worker}-{number}" for worker in range(processes)}
+
+
+def test_a_failing_store_keeps_every_write_in_order_and_catches_up(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the write lock past the busy timeout, then the disk is full:
+    nothing is dropped, the error says what is not stored yet, and once the store can be
+    written again everything goes in, in order, without anyone asking."""
+    with Store(path, busy_timeout=0.05, flush_interval=0.01) as store:
+        session = new_session(store)
+        store.start_turn(session.id, 1, "before the lock")
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for seq in range(1, 41):
+                store.append(TextDelta(session_id=session.id, turn=1, seq=seq, text=f"{seq} "))
+            with pytest.raises(StoreWriteError) as raised:
+                store.end_turn(session.id, 1, "completed", Usage(3, 4))
+            message = str(raised.value)
+            assert str(path) in message and "database is locked" in message
+            assert f"40 events of session {session.id[:8]}" in message
+            assert f"the end of turn 1 of session {session.id[:8]}" in message
+            assert not store.healthy and store.problem == message
+            with pytest.raises(StoreWriteError):
+                store.rename("no-such-session", "queued, and found wrong when retried")
+            store.append(TextDelta(session_id=session.id, turn=1, seq=41, text="late"))
+            time.sleep(0.4)  # the flusher thread retries, and fails, meanwhile
+            assert blocker.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        deadline = time.monotonic() + 30
+        while not store.healthy:
+            assert time.monotonic() < deadline, "the store never caught up by itself"
+            time.sleep(0.02)
+        assert [e.seq for e in store.events(session.id)] == list(range(1, 42))
+        (turn,) = store.turns(session.id)
+        assert (turn.status, turn.usage) == ("completed", Usage(3, 4))
+        assert "no-such-session" in caplog.text
+
+        # A full disk (here: this connection's page limit): the same, and the retry opens a
+        # fresh connection to the file.
+        store._conn.execute("PRAGMA max_page_count = 1")
+        with pytest.raises(StoreWriteError, match="full"):
+            store.start_turn(session.id, 2, "a prompt too long for one page " * 200)
+        deadline = time.monotonic() + 30
+        while not store.healthy:
+            assert time.monotonic() < deadline, "the store never reconnected"
+            time.sleep(0.02)
+        assert [t.number for t in store.turns(session.id)] == [1, 2]
+
+
 # -- damaged or unwritable stores ------------------------------------------------------------
 
 
@@ -382,30 +503,36 @@ def test_older_schema_is_upgraded_and_data_kept(
 
 
 def test_planted_secrets_never_reach_the_file(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the store's own API takes is redacted here; events come redacted by their emitter
+    (the session), as a stream for streamed text: together nothing reaches the file."""
     monkeypatch.setenv("MY_SERVICE_TOKEN", FAKE_ENV_TOKEN)
     leak = f"token={FAKE_ENV_TOKEN} key={FAKE_ANTHROPIC_KEY}"
+    clean = redactor()
+    stream = StreamRedactor(clean)
     with Store(path) as store:
         session = new_session(store, title=f"title {leak}", metadata={"note": leak})
+        store.update_session(session.id, summary=f"summary {leak}")
         store.start_turn(session.id, 1, f"prompt {leak}")
-        store.append(
-            ToolCall(
-                session_id=session.id,
-                turn=1,
-                seq=1,
-                tool_use_id="t1",
-                name="Bash",
-                input={"command": f"echo {leak}"},
-            )
-        )
-        store.append(
-            ToolResult(
-                session_id=session.id, turn=1, seq=2, tool_use_id="t1", output=f"output {leak}"
-            )
-        )
+        pieces = [leak[i : i + 3] for i in range(0, len(leak), 3)]
+        events: list[Event] = [
+            TextDelta(text=released) for piece in pieces if (released := stream.feed("t", piece))
+        ]
+        events += [
+            TextDelta(text=stream.flush("t")),
+            Text(text=clean.text(leak)),
+            ToolCall(tool_use_id="t1", name="Bash", input=clean.obj({"command": f"echo {leak}"})),
+            ToolResult(tool_use_id="t1", output=clean.text(f"output {leak}")),
+        ]
+        for seq, event in enumerate(events, start=1):
+            store.append(dataclasses.replace(event, session_id=session.id, turn=1, seq=seq))
         store.end_turn(session.id, 1, "error", error=f"failed with {leak}")
         stored = store.events(session.id)
-        assert "[REDACTED]" in stored[1].output  # type: ignore[attr-defined]
-        assert FAKE_ENV_TOKEN not in store.transcript(session.id)
+        assert "".join(e.text for e in stored if isinstance(e, TextDelta)) == stored[-3].text  # type: ignore[attr-defined]
+        record = store.get_session(session.id)
+        assert record is not None and "[REDACTED]" in (record.title or "")
+        assert "[REDACTED]" in (store.turns(session.id)[0].error or "")
+        shown = export.transcript(store, session.id)
+        assert "[REDACTED]" in shown and FAKE_ENV_TOKEN not in shown
         data = raw_bytes(path)
         assert FAKE_ENV_TOKEN.encode() not in data
         assert FAKE_ANTHROPIC_KEY.encode() not in data
@@ -414,24 +541,28 @@ def test_planted_secrets_never_reach_the_file(path: Path, monkeypatch: pytest.Mo
     assert FAKE_ANTHROPIC_KEY.encode() not in data
 
 
-def test_a_secret_split_across_deltas_is_removed_with_them(path: Path) -> None:
-    """Each delta alone holds no recognisable key; the whole block does. Its deltas are
-    dropped, the redacted block stays, and no fragment is left in the file."""
-    pieces = ["Your key is sk-an", "t-api03-SPLITfr4gment", "Xyz0123456789 ok"]
-    with Store(path) as store:
-        session = new_session(store)
-        store.start_turn(session.id, 1, "leak it")
-        for seq, piece in enumerate(pieces[:2], start=1):
-            store.append(TextDelta(session_id=session.id, turn=1, seq=seq, text=piece))
-        store.flush()  # the first deltas are already on disk when the block ends
-        store.append(TextDelta(session_id=session.id, turn=1, seq=3, text=pieces[2]))
-        store.append(Text(session_id=session.id, turn=1, seq=4, text="".join(pieces)))
-        store.append(TextDelta(session_id=session.id, turn=1, seq=5, text="a new block"))
-        store.end_turn(session.id, 1, "completed")
-        events = store.events(session.id)
-        assert [(e.type, e.seq) for e in events] == [("text", 4), ("text_delta", 5)]
-        assert events[0].text == "Your key is [REDACTED] ok"  # type: ignore[attr-defined]
-    assert b"SPLITfr4gment" not in raw_bytes(path)
+def test_lone_surrogates_and_nuls_are_stored_and_shown(store: Store) -> None:
+    """A file name decoded with surrogateescape (and a NUL) in a prompt, a title and an
+    event: stored, not raised on; events keep them exactly, text columns show U+FFFD."""
+    odd = "file \udcff name\x00 and \ud83d\ude00 \ud800"
+    session = new_session(store, title=f"title {odd}", cwd=f"/tmp/{odd}")
+    store.start_turn(session.id, 1, odd)
+    store.append(TurnStarted(session_id=session.id, turn=1, seq=1, prompt=odd))
+    store.append(Text(session_id=session.id, turn=1, seq=2, text=f"Read {odd}."))
+    store.end_turn(session.id, 1, "error", error=f"cannot open {odd}")
+    started, text = store.events(session.id)
+    kept = odd.replace("\ud83d\ude00", "\U0001f600")  # a surrogate pair is its character
+    assert started.prompt == kept and text.text == f"Read {kept}."  # type: ignore[attr-defined]
+    shown = "file \ufffd name\x00 and \U0001f600 \ufffd"
+    (turn,) = store.turns(session.id)
+    assert (turn.prompt, turn.error) == (shown, f"cannot open {shown}")
+    record = store.get_session(session.id)
+    assert record is not None and record.title == f"title {shown}"
+    assert [s.id for s in store.list_sessions(search="\udcff name")] == [session.id]
+    transcript = export.transcript(store, session.id)
+    assert shown in transcript and f"Read {shown}." in transcript
+    transcript.encode("utf-8")  # printable and writable as it is
+    export.to_markdown(store, session.id).encode("utf-8")
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -602,7 +733,7 @@ def test_transcript(store: Store) -> None:
     for event in events:
         store.append(event)
     store.end_turn(session.id, 1, "completed")
-    text = store.transcript(session.id)
+    text = export.transcript(store, session.id[:8])
     assert text.startswith("# Fixing things\n\n## Turn 1 (completed)\n\n> What is in the folder?\n")
     assert text.count("Let me look.") == 1  # the whole block, not its deltas again
     assert "ls" in text and "a.py" in text

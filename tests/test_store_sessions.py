@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from agentkernel import PermissionRequest, Session, TextDelta
-from agentkernel.store import Store
+from agentkernel.store import Store, StoreWarning
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
 from .conftest import agent_processes, wait_until_gone
@@ -208,3 +209,38 @@ async def test_a_broken_store_warns_once_and_the_session_carries_on(
     assert (await session.send("hi")).text == "still fine"
     await session.close()
     await second.close()
+
+
+async def test_a_store_that_fails_mid_session_catches_up_and_warns_once(
+    server: ScriptedModelServer, make_session: MakeSession, tmp_path: Path
+) -> None:
+    """Another process holds the store's write lock for two turns: one warning says what is
+    not stored yet, the session goes on with the same store (not memory only), and when the
+    lock is gone every turn and event of those turns goes in."""
+    server.add(Reply(blocks=[text("fine")], times=0))
+    store = Store(tmp_path / "flaky.db", busy_timeout=0.05)
+    session = make_session(store=store)
+    await session.send("one")
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.warns(StoreWarning, match="not stored yet") as caught:
+            await session.send("two")
+            await session.send("three")
+        warned = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
+        assert len(warned) == 1 and "database is locked" in warned[0]
+        assert session.store is store and not store.healthy
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await session.send("four")  # the store works again: what waited goes in first
+    assert store.healthy
+    turns = store.turns(session.id)
+    assert [(t.number, t.prompt, t.status) for t in turns] == [
+        (n, prompt, "completed") for n, prompt in enumerate(["one", "two", "three", "four"], 1)
+    ]
+    events = store.events(session.id)
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert {e.turn for e in events} >= {1, 2, 3, 4}
+    assert [r.text for r in session.history] == ["fine"] * 4
+    store.close()

@@ -46,7 +46,6 @@ from ..events import (
     TurnEnded,
     Usage,
 )
-from ..tools import Tool
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 
 # The SDK logs through Python's last-resort handler when no logging is configured, so a CLI
@@ -125,10 +124,6 @@ _HOOK_DENIAL = re.compile(r"^PreToolUse:\S+ hook error: ")
 """How the CLI prefixes a denial our PreToolUse hook gave; the user sees only our reason."""
 _HOOK_TIMEOUT_S = 24 * 3600.0
 """The PreToolUse hook waits for a person's click: the CLI's 60 s default would decide for them."""
-_TOOL_SERVER = "agentkernel"
-"""The in-process MCP server that carries the session's Python tools; the CLI names each of
-them ``mcp__agentkernel__<name>``."""
-_TOOL_PREFIX = f"mcp__{_TOOL_SERVER}__"
 
 
 class ClaudeBackend:
@@ -153,7 +148,6 @@ class ClaudeBackend:
         self._pending_plans: dict[str, list[dict[str, Any]]] = {}
         self._compaction: dict[str, Any] | None = None
         self._config_dir: Path | None = None
-        self._tools: dict[str, Tool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -260,9 +254,6 @@ class ClaudeBackend:
         real_cli = Path(str(extra.pop("cli_path", "") or _default_cli() or ""))
         if real_cli.is_file():
             extra["cli_path"] = _launcher.script(real_cli, "claude")
-        self._tools = {t.name: t for t in config.tools}
-        if self._tools:
-            extra["mcp_servers"] = {**_tool_server(config.tools), **extra.get("mcp_servers", {})}
         return sdk.ClaudeAgentOptions(
             model=config.model,
             effort=config.reasoning_effort,  # type: ignore[arg-type]
@@ -332,12 +323,6 @@ class ClaudeBackend:
 
     # -- permissions -------------------------------------------------------------------------
 
-    def _describe(self, name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
-        """`ToolInfo` fields of a call: one of the session's Python tools describes itself
-        (its kind decides the permission), Claude Code's own tools are described here."""
-        ours = self._tools.get(name[len(_TOOL_PREFIX) :]) if name.startswith(_TOOL_PREFIX) else None
-        return ours.info(tool_input) if ours is not None else _describe(name, tool_input)
-
     async def _pre_tool_use(
         self, hook_input: Any, tool_use_id: str | None, context: sdk.HookContext
     ) -> dict[str, Any]:
@@ -355,7 +340,7 @@ class ClaudeBackend:
                 tool_name=name,
                 input=tool_input,
                 tool_use_id=tool_use_id,
-                **self._describe(name, tool_input),
+                **_describe(name, tool_input),
             )
         )
         output: dict[str, Any] = {"hookEventName": "PreToolUse"}
@@ -398,7 +383,7 @@ class ClaudeBackend:
                 input=tool_input,
                 tool_use_id=context.tool_use_id,
                 reason=context.decision_reason,
-                **self._describe(tool_name, tool_input),
+                **_describe(tool_name, tool_input),
             )
         )
         return _permission_result(decision)
@@ -483,7 +468,7 @@ class ClaudeBackend:
                         name=block.name,
                         input=tool_input,
                         parent_tool_use_id=parent,
-                        **self._describe(block.name, tool_input),
+                        **_describe(block.name, tool_input),
                     )
                 )
                 self._tool_side_events(block.id, block.name, tool_input)
@@ -604,22 +589,6 @@ class ClaudeBackend:
 
 
 # -- translation helpers ----------------------------------------------------------------------
-
-
-def _tool_server(tools: tuple[Tool, ...]) -> dict[str, sdk.McpSdkServerConfig]:
-    """The session's Python tools as an in-process MCP server of the SDK. Each call was
-    already decided by our PreToolUse hook (with the tool's kind), so the handler only runs it:
-    asking here too would ask twice."""
-
-    def wrap(tool: Tool) -> sdk.SdkMcpTool[Any]:
-        async def run(arguments: dict[str, Any]) -> dict[str, Any]:
-            output = await tool.invoke(arguments)
-            return {"content": output.to_mcp(), "is_error": output.is_error}
-
-        return sdk.tool(tool.name, tool.description, tool.input_schema)(run)
-
-    server = sdk.create_sdk_mcp_server(_TOOL_SERVER, tools=[wrap(t) for t in tools])
-    return {_TOOL_SERVER: server}
 
 
 def _permission_result(decision: Decision) -> sdk.PermissionResultAllow | sdk.PermissionResultDeny:

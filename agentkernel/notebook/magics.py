@@ -292,7 +292,7 @@ class AgentMagics(Magics):
             print(f"{r.id[:8]:9} {pin} {r.name or '':14.14} {r.backend:8} {when:16}  {where}")
 
     def cmd_show(self, args: Any) -> None:
-        print(self.store.transcript(self._stored(args.id).id))
+        print(export.transcript(self.store, self._stored(args.id).id))
 
     def cmd_rename(self, args: Any) -> None:
         record = self._stored(args.id)
