@@ -32,6 +32,7 @@ from .events import (
     UsageUpdate,
 )
 from .session import Session, Stats, SyncSession, TurnRecord
+from .tools import Tool, tool
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,7 @@ __all__ = [
     "TextDelta",
     "Thinking",
     "ThinkingDelta",
+    "Tool",
     "ToolCall",
     "ToolInfo",
     "ToolKind",
@@ -83,5 +85,6 @@ __all__ = [
     "Usage",
     "UsageUpdate",
     "load_ipython_extension",
+    "tool",
     "unload_ipython_extension",
 ]

@@ -8,7 +8,9 @@ request (no front end, no handler), the default is to deny, and the denial says 
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -16,6 +18,29 @@ from .events import Decision, PermissionRequest
 
 PermissionMode = Literal["ask", "deny", "allow-reads", "allow-all"]
 PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
+
+
+WRITE_KINDS = frozenset({"edit", "delete", "move"})
+"""Kinds that change the files in their `locations`."""
+
+
+def notebook_warning(request: PermissionRequest, notebooks: Iterable[str]) -> str | None:
+    """The warning for a file tool that would write one of the open `notebooks` directly, or
+    None. Such a write bypasses the live document (unsaved cells and outputs) and corrupts
+    what the front end holds, so it is always asked, never allowed by a mode or a rule."""
+    if request.kind not in WRITE_KINDS or not request.locations:
+        return None
+    targets = {os.path.realpath(location) for location in request.locations}
+    for notebook in notebooks:
+        # A front end may name the notebook relative to its server root, not to our cwd.
+        candidates = {os.path.realpath(notebook), os.path.realpath(os.path.basename(notebook))}
+        if targets & candidates:
+            return (
+                f"{notebook} is the notebook open in this kernel: writing its file directly "
+                "bypasses the live document (unsaved cells and outputs) and can corrupt it. "
+                "Use the insert_cell tool to add a cell instead."
+            )
+    return None
 
 
 def validate_mode(mode: str | None) -> PermissionMode | None:

@@ -67,7 +67,7 @@ from .events import (
     Usage,
 )
 from .hooks import SessionHooks
-from .permissions import PermissionMode, PermissionPolicy, validate_mode
+from .permissions import PermissionMode, PermissionPolicy, notebook_warning, validate_mode
 from .store import (
     MEMORY,
     SessionRecord,
@@ -77,6 +77,7 @@ from .store import (
     StoreWriteError,
     default_store_path,
 )
+from .tools import Tool, ToolBox, ToolOutput
 
 log = logging.getLogger("agentkernel")
 
@@ -99,6 +100,9 @@ request yourself (``request.allow()``) now or later and return None."""
 EventHandler = Callable[[Event], Any]
 TurnStatus = Literal["running", "completed", "interrupted", "error", "refused"]
 
+DEFAULT_IDLE_TIMEOUT_S = 600.0
+"""How long a session may sit idle before its agent process is parked (see `_Core.park`):
+a kernel with twenty sessions should not keep twenty CLIs of ~200 MB each alive forever."""
 _INTERRUPT_GRACE_S = 5.0
 """How long an interrupted turn may take to end before the agent process is killed."""
 _WAKE_INTERVAL_S = 0.2
@@ -258,6 +262,12 @@ class _Core:
         self.idle.set()
         self._turn_lock: asyncio.Lock | None = None
         self._connect_lock: asyncio.Lock | None = None
+        self.idle_timeout: float | None = None
+        """Seconds idle before the agent process is parked (None: never)."""
+        self.notebooks: tuple[str, ...] = ()
+        """Notebook files open in this kernel: the agent's file tools may not write them."""
+        self.parked = False
+        self._park_timer: asyncio.TimerHandle | None = None
 
     # -- the BackendHost side --------------------------------------------------------------
 
@@ -276,8 +286,10 @@ class _Core:
             assert isinstance(event, TextDelta | ThinkingDelta)
             out = self._close_streams(scope, keep=kind)  # text after thinking ends it
             text = self.streams.feed((kind, scope), event.text)
-            if text:
-                out.append(dataclasses.replace(event, text=text))
+            if text == event.text:
+                out.append(event)
+            elif text:
+                out.append(type(event)(text=text, parent_tool_use_id=scope))
             return out
         if isinstance(event, TurnEnded):
             out = self._close_streams(None, every=True)
@@ -306,8 +318,12 @@ class _Core:
 
     def _emit_redacted(self, event: Event) -> None:
         self.seq += 1
-        turn = self.current.record.number if self.current else 0
-        event = dataclasses.replace(event, session_id=self.session_id, turn=turn, seq=self.seq)
+        # Stamped in place, not copied: the event is the backend's fresh object, seen by no
+        # one yet, and a copy per delta (thousands a second) costs more than the rest of this.
+        stamp = object.__setattr__
+        stamp(event, "session_id", self.session_id)
+        stamp(event, "turn", self.current.record.number if self.current else 0)
+        stamp(event, "seq", self.seq)
         if isinstance(event, SessionStarted):
             self._started(event)
         elif event.parent_tool_use_id and event.parent_tool_use_id not in self.children:
@@ -421,9 +437,16 @@ class _Core:
         mode = current.mode if current else None
         decision: Decision | None = None
         if isinstance(request, PermissionRequest):
-            decision = await self.hooks.decide(request)
-            if decision is None:
-                decision = self.policy.decide(request, can_ask=can_ask, mode=mode)
+            warning = notebook_warning(request, self.notebooks)
+            if warning is not None:
+                # The open notebook: asked with the warning whatever the mode or rules say.
+                request = dataclasses.replace(request, reason=warning)
+                if not can_ask:
+                    decision = Decision("deny", reason=warning, by="policy")
+            else:
+                decision = await self.hooks.decide(request)
+                if decision is None:
+                    decision = self.policy.decide(request, can_ask=can_ask, mode=mode)
         elif not can_ask or (mode or self.policy.mode) == "deny":
             decision = Decision(
                 "deny",
@@ -512,6 +535,7 @@ class _Core:
             self.backend = None
             raise
         self.state = "connected"
+        self.parked = False
         # Forking happens once: reconnects continue the forked conversation itself.
         self.config = dataclasses.replace(self.config, fork=False)
 
@@ -523,6 +547,7 @@ class _Core:
         return bool(self.backend.pids()) or getattr(self.backend, "in_process", False)
 
     async def disconnect(self, final: bool = False) -> CloseResult:
+        self._cancel_park()
         if self.current is not None:
             await self.interrupt()
         backend, self.backend = self.backend, None
@@ -540,6 +565,7 @@ class _Core:
     # -- turns -------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: Prompt, turn: _TurnState) -> TurnRecord:
+        self._cancel_park()
         async with self.turn_lock:
             self.idle.clear()
             try:
@@ -547,6 +573,36 @@ class _Core:
             finally:
                 self.current = None
                 self.idle.set()
+                self._schedule_park()
+
+    # -- parking: an idle session holds no agent process -------------------------------------
+
+    def _schedule_park(self) -> None:
+        if self.idle_timeout is None or self.state != "connected":
+            return
+        self._cancel_park()
+        loop = asyncio.get_running_loop()
+        self._park_timer = loop.call_later(self.idle_timeout, lambda: _spawn(self.park()))
+
+    def _cancel_park(self) -> None:
+        if self._park_timer is not None:
+            self._park_timer.cancel()
+            self._park_timer = None
+
+    async def park(self) -> None:
+        """End the idle agent process; the next turn starts a new one that resumes the
+        conversation. Never while a turn runs or a request waits (the turn lock and the check
+        below), and only once the conversation has an id to resume."""
+        if self.turn_lock.locked() or self.pending or not self.backend_session_id:
+            return
+        async with self.turn_lock:
+            if self.state != "connected" or self.backend is None or self.current is not None:
+                return
+            backend, self.backend = self.backend, None
+            with contextlib.suppress(Exception):
+                await backend.close()
+            self.state = "new"
+            self.parked = True
 
     async def _run_turn_locked(self, prompt: Prompt, turn: _TurnState) -> TurnRecord:
         if self.state in ("disconnected", "closed"):
@@ -808,12 +864,15 @@ class Session:
         metadata: dict[str, Any] | None = None,
         max_budget_usd: float | None = None,
         max_tokens: int | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_S,
         resume: str | None = None,
         fork: bool = False,
         parent_id: str | None = None,
         backend_options: dict[str, Any] | None = None,
         store: Store | bool = True,
         notebook_path: str | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        shared_tools: bool = True,
     ) -> None:
         for label, value in (("max_budget_usd", max_budget_usd), ("max_tokens", max_tokens)):
             if value is not None and value < 0:
@@ -827,6 +886,7 @@ class Session:
         self._name = name or self.id[:8]
         self.parent_id = parent_id
         self.notebook_path = notebook_path
+        self._tools = ToolBox(tools, shared_tools=shared_tools)
         config = BackendConfig(
             model=model,
             reasoning_effort=reasoning_effort,
@@ -835,6 +895,7 @@ class Session:
             resume=resume,
             fork=fork,
             max_budget_usd=max_budget_usd,
+            tools=self._tools.tools(),
             options=dict(backend_options or {}),
         )
         self._core = _Core(
@@ -848,11 +909,16 @@ class Session:
         )
         self.metadata = Metadata(metadata or {}, saved=self._save_metadata)
         self.compact_instructions: str | None = None
+        if idle_timeout is not None and idle_timeout < 0:
+            raise ValueError(f"idle_timeout must be seconds >= 0 or None, not {idle_timeout!r}")
+        self._core.idle_timeout = idle_timeout
+        self._core.notebooks = (notebook_path,) if notebook_path else ()
         """What `compact` asks the summary to keep, unless given there."""
         created = self._record(kind="fork" if fork else "main")
         self._core.persist(lambda s: s.create_session(created))
         _live_cores.add(self._core)
         self._finalizer = weakref.finalize(self, _finalize, self._core)
+        self._tools.on_change(self._tools_changed)
         self.sync = SyncSession(self)
 
     def _save_metadata(self, metadata: dict[str, Any]) -> None:
@@ -980,6 +1046,12 @@ class Session:
     @property
     def is_idle(self) -> bool:
         return self._core.idle.is_set()
+
+    @property
+    def is_parked(self) -> bool:
+        """True while an idle session holds no agent process (``idle_timeout`` passed); the
+        next turn starts one that resumes the conversation."""
+        return self._core.parked
 
     @property
     def history(self) -> list[TurnRecord]:
@@ -1211,6 +1283,54 @@ class Session:
         state = _TurnState(TurnRecord(0, prompt), sink, can_ask, validate_mode(mode), handler)
         return prompt_obj, state
 
+    # -- tools -------------------------------------------------------------------------------
+
+    def register_tool(self, fn: Tool | Callable[..., Any]) -> Tool:
+        """Offer a Python function (or `agentkernel.tools.Tool`) to the agent of this session;
+        one of the same name is replaced. The agent sees it from the next turn on (an agent
+        already running is restarted on its conversation to learn it)."""
+        return self._tools.own.add(fn)
+
+    def register_tools(self, fns: Sequence[Tool | Callable[..., Any]]) -> list[Tool]:
+        return [self.register_tool(fn) for fn in fns]
+
+    def unregister_tool(self, name: str) -> None:
+        """Stop offering this session's own tool `name` (kernel-wide ones stay)."""
+        if self._tools.own.remove(name) is None:
+            raise KeyError(f"this session has no tool of its own named {name!r}")
+
+    def get_tool(self, name: str) -> Tool:
+        """The tool the agent knows as `name` (the session's own, else a kernel-wide one)."""
+        found = self._tools.get(name)
+        if found is None:
+            names = ", ".join(t.name for t in self._tools.tools()) or "none"
+            raise KeyError(f"no tool named {name!r}; this session offers: {names}")
+        return found
+
+    def get_tools(self) -> list[Tool]:
+        """Every tool this session offers: its own, then the kernel-wide ones (`@tool`)."""
+        return list(self._tools.tools())
+
+    async def invoke_tool(self, name: str, arguments: dict[str, Any] | None = None) -> ToolOutput:
+        """Run a tool yourself, as the agent would (no permission asked: you are the user)."""
+        return await self.get_tool(name).invoke(arguments)
+
+    def _tools_changed(self) -> None:
+        """The offered set changed: the next connect offers the new one, and an agent already
+        running is reconnected (state "new": resumed on its conversation) before its next turn.
+        Applied on the runtime loop, so it lands before any turn submitted after it."""
+        offered = self._tools.tools()
+        core = self._core
+
+        def apply() -> None:
+            if offered == core.config.tools:
+                return
+            core.config = dataclasses.replace(core.config, tools=offered)
+            if core.state == "connected":
+                core.state = "new"
+
+        _runtime.loop().call_soon_threadsafe(apply)
+
     # -- events ------------------------------------------------------------------------------
 
     def on(self, kind: str | type[Event], handler: EventHandler) -> Callable[[], None]:
@@ -1327,6 +1447,8 @@ class Session:
             "max_budget_usd": config.max_budget_usd,
             "max_tokens": self.max_tokens,
             "backend_options": dict(config.options),
+            "tools": list(self._tools.own.tools()),
+            "shared_tools": self._tools.shared is not None,
         }
         options.setdefault("store", self._core.store or False)
         options.setdefault("notebook_path", self.notebook_path)
@@ -1434,6 +1556,11 @@ class SyncSession:
 
     def compact(self, instructions: str | None = None) -> TurnRecord:
         return _runtime.call_sync(self._session.compact(instructions))
+
+    # -- tools -------------------------------------------------------------------------------
+
+    def invoke_tool(self, name: str, arguments: dict[str, Any] | None = None) -> ToolOutput:
+        return _runtime.call_sync(self._session.invoke_tool(name, arguments))
 
     def stream(self, prompt: str, **options: Any) -> Iterator[Event]:
         """Yield the turn's events as they arrive (closing the iterator interrupts the turn)."""

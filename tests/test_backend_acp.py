@@ -85,7 +85,11 @@ async def test_tool_calls_carry_kind_title_diff_and_locations(
     marker = workspace / "denied.txt"
     server.add(
         # Claude Code edits only files it has read.
-        Reply(match="edit the notes", blocks=[tool_use("Read", {"file_path": str(notes)})]),
+        Reply(
+            match="edit the notes",
+            blocks=[tool_use("Read", {"file_path": str(notes)})],
+            times=0,  # the adapter's title request quotes the prompt: it must not use this up
+        ),
         Reply(
             match="tool_result",
             blocks=[
@@ -96,9 +100,9 @@ async def test_tool_calls_carry_kind_title_diff_and_locations(
             ],
         ),
         Reply(match="tool_result", blocks=[text("Edited.")]),
-        Reply(match="run it", blocks=[tool_use("Bash", {"command": f"touch {marker}"})]),
+        Reply(match="run it", blocks=[tool_use("Bash", {"command": f"touch {marker}"})], times=0),
         Reply(match="tool_result", blocks=[text("It was refused.")]),
-        Reply(match="think first", blocks=[thinking("Let me think."), text("Thought.")]),
+        Reply(match="think first", blocks=[thinking("Let me think."), text("Thought.")], times=0),
     )
     session = acp_session(
         permission_handler=lambda request: (

@@ -102,3 +102,20 @@ async def test_many_sessions_run_concurrently_in_milliseconds() -> None:
     records = await asyncio.gather(*(s.send("hi") for s in sessions))
     assert [r.text for r in records] == [f"reply {n}" for n in range(20)]
     await asyncio.gather(*(s.close() for s in sessions))
+
+
+async def test_a_write_to_the_open_notebook_is_always_asked_with_a_warning(tmp_path) -> None:
+    notebook = tmp_path / "analysis.ipynb"
+    notebook.write_text("{}")
+    write = UseTool("patch", kind="edit", title="Edit analysis.ipynb", locations=(str(notebook),))
+    turns = [FakeTurn("headless", [write]), FakeTurn("asked", [write])]
+    session = fake(*turns, permission_mode="allow-all", notebook_path=str(notebook))
+    record = await session.send("headless run")
+    (decided,) = [e for e in record.events if isinstance(e, PermissionDecided)]
+    assert (decided.behavior, decided.by) == ("deny", "policy")
+    assert "insert_cell" in decided.reason
+    asked: list[PermissionRequest] = []
+    session.permission_handler = lambda request: asked.append(request) or request.deny("no")
+    await session.send("asked now")
+    assert len(asked) == 1 and "bypasses the live document" in (asked[0].reason or "")
+    await session.close()

@@ -12,15 +12,16 @@ PUBLIC = {
     "FileChange", "Task",
     "Other", "PermissionDecided", "PermissionRequest", "PlanUpdate", "Question", "Session",
     "SessionClosedError", "SessionStarted", "Stats", "SyncSession", "Text", "TextDelta",
-    "Thinking", "ThinkingDelta", "ToolCall", "ToolInfo", "ToolKind", "ToolResult", "TurnEnded",
-    "TurnFailedError", "TurnRecord", "TurnStarted", "Usage", "UsageUpdate",
-    "load_ipython_extension", "unload_ipython_extension",
+    "Thinking", "ThinkingDelta", "Tool", "ToolCall", "ToolInfo", "ToolKind", "ToolResult",
+    "TurnEnded", "TurnFailedError", "TurnRecord", "TurnStarted", "Usage", "UsageUpdate",
+    "load_ipython_extension", "tool", "unload_ipython_extension",
 }  # fmt: skip
 
 SESSION = {
     "backend_session_id", "children", "clear", "close", "compact", "connect", "cwd",
-    "disconnect", "fork", "history", "hooks", "pending", "summary", "tasks", "workspace",
-    "interrupt", "is_connected", "is_finished", "is_idle", "kill", "max_budget_usd",
+    "disconnect", "fork", "get_tool", "get_tools", "history", "hooks", "invoke_tool", "pending",
+    "register_tool", "register_tools", "summary", "tasks", "unregister_tool", "workspace",
+    "interrupt", "is_connected", "is_finished", "is_idle", "is_parked", "kill", "max_budget_usd",
     "max_tokens", "model", "name", "off", "on", "permission_handler", "permission_mode",
     "permissions", "pids", "reasoning_effort", "resume", "send", "send_and_collect",
     "set_model", "stats", "store", "stream", "subscribe", "title", "wait_for_idle",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkernel import tools
 from agentkernel.testing import Reply, ScriptedModelServer, text
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -26,6 +27,7 @@ def test_readme_example_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "project").mkdir()
+    before = {t.name for t in tools.shared.tools()}
     with ScriptedModelServer([Reply(blocks=[text("ok")], times=0)]) as server:
         # Examples that talk to "the real agent" get the scripted one through the environment.
         for name, value in {**server.claude_env(), "CLAUDE_CONFIG_DIR": str(tmp_path)}.items():
@@ -36,6 +38,8 @@ def test_readme_example_runs(
         result = eval(code, {"__name__": "__readme__"})  # our own README, as written
         if asyncio.iscoroutine(result):
             asyncio.run(result)
+    for added in {t.name for t in tools.shared.tools()} - before:
+        tools.shared.remove(added)  # an example's @agentkernel.tool must not reach later tests
     out = capsys.readouterr().out
     if "Hi there!" in BLOCKS[index]:
         assert "Hi there!" in out and "Done." in out

@@ -14,9 +14,12 @@ import mimetypes
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from ..events import Decision, Event, PermissionRequest, Question
+
+if TYPE_CHECKING:
+    from ..tools import Tool
 
 ENTRY_POINT_GROUP = "agentkernel.backends"
 DEFAULT_BACKEND = "claude"
@@ -82,6 +85,9 @@ class BackendConfig:
     workspace: str | None = None
     """A directory of the session's own for files the agent or tools produce: offer it to the
     agent as an added directory where the agent has such a notion."""
+    tools: tuple[Tool, ...] = ()
+    """Python tools (`agentkernel.tools`) to offer the agent, by whatever means it has; each
+    call goes through ``host.decide`` (with the tool's kind) exactly once before it runs."""
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ import acp
 from acp import schema
 
 from .._cli_install import install_folder
+from .._tool_server import SERVER_NAME, LoopbackToolServer
 from ..events import (
     Decision,
     Error,
@@ -70,19 +72,41 @@ class AgentPreset:
     install: str
     session_meta: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    tool_meta: dict[str, Any] | None = None
+    """``_meta`` of each tool our MCP server lists (agent-specific hints)."""
+    tool_use_id_key: str | None = None
+    """The ``_meta`` key of the agent's MCP calls that holds its tool call id."""
+    mode: str | None = None
+    """The session mode to start in (``session/set_mode``), when the agent's own default
+    would approve tools without asking us."""
 
 
 # Claude Code approves read-only commands and reads by itself, so its ACP adapter would never
 # ask us about them; these "ask" rules make it ask about every call, as our policy requires.
 _CLAUDE_ASKS_FOR = ["Bash", "Read", "Grep", "Glob", "Edit", "Write", "NotebookEdit", "WebFetch"]
+# The session's Python tools come from our MCP server, which decides each call itself: asking
+# here too would ask twice.
+_CLAUDE_ALLOWS = [f"mcp__{SERVER_NAME}"]
 
 KNOWN_AGENTS: dict[str, AgentPreset] = {
     "claude": AgentPreset(
         ("claude-agent-acp",),
         "npm install -g @agentclientprotocol/claude-agent-acp",
-        {"claudeCode": {"options": {"settings": {"permissions": {"ask": _CLAUDE_ASKS_FOR}}}}},
+        {
+            "claudeCode": {
+                "options": {
+                    "settings": {"permissions": {"ask": _CLAUDE_ASKS_FOR, "allow": _CLAUDE_ALLOWS}}
+                }
+            }
+        },
         # As root, the adapter refuses to open a session unless told it runs in a sandbox.
         {"IS_SANDBOX": "1"} if hasattr(os, "geteuid") and os.geteuid() == 0 else {},
+        # Loaded up front, not deferred behind Claude Code's ToolSearch.
+        tool_meta={"anthropic/alwaysLoad": True},
+        tool_use_id_key="claudecode/toolUseId",
+        # Unless told, the adapter starts in "auto", where Claude Code's classifier approves
+        # tool calls by itself; "default" asks, so every call reaches our policy.
+        mode="default",
     ),
     "codex": AgentPreset(("codex-acp",), "npm install -g @zed-industries/codex-acp"),
     "copilot": AgentPreset(("copilot", "--acp"), "npm install -g @github/copilot"),
@@ -151,6 +175,8 @@ class AcpBackend:
         self._tools: dict[str, _Tool] = {}
         self._replaying = False
         self._cost_seen = 0.0
+        self._tool_server: LoopbackToolServer | None = None
+        self._preset: AgentPreset | None = None
         self._client = _Client(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -163,6 +189,7 @@ class AcpBackend:
         env = self._env = {**os.environ, **(preset.env if preset else {}), **config.env}
         self._argv = _agent_argv(agent, env)
         self._meta = dict(options.get("session_meta", preset.session_meta if preset else {}))
+        self._preset = preset
         self._cwd = Path(config.cwd or os.getcwd()).resolve()
         timeout = float(options.get("startup_timeout", _STARTUP_TIMEOUT_S))
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -223,6 +250,8 @@ class AcpBackend:
             self._conn = None
             self._client.terminals.kill_all()
             self._kill_group(signal.SIGKILL)
+            if self._tool_server is not None:
+                await self._tool_server.stop()
 
     async def _open_session(self, conn: Any, config: BackendConfig) -> None:
         assert self._host is not None
@@ -238,6 +267,7 @@ class AcpBackend:
         )
         self._capabilities = init.agent_capabilities or schema.AgentCapabilities()
         cwd = str(self._cwd)
+        mcp_servers = await self._serve_tools(config)
         if config.resume and config.fork:
             if not (self._capabilities.session_capabilities or schema.SessionCapabilities()).fork:
                 raise NotImplementedError(
@@ -245,7 +275,7 @@ class AcpBackend:
                     "sessionCapabilities.fork in its initialize answer): resume without fork"
                 )
             response = await conn.fork_session(
-                session_id=config.resume, cwd=cwd, mcp_servers=[], **self._meta
+                session_id=config.resume, cwd=cwd, mcp_servers=mcp_servers, **self._meta
             )
             self.backend_session_id = response.session_id
         elif config.resume:
@@ -258,14 +288,15 @@ class AcpBackend:
             self._replaying = True
             try:
                 response = await conn.load_session(
-                    session_id=config.resume, cwd=cwd, mcp_servers=[], **self._meta
+                    session_id=config.resume, cwd=cwd, mcp_servers=mcp_servers, **self._meta
                 )
             finally:
                 self._replaying = False
             self.backend_session_id = config.resume
         else:
-            response = await conn.new_session(cwd=cwd, mcp_servers=[], **self._meta)
+            response = await conn.new_session(cwd=cwd, mcp_servers=mcp_servers, **self._meta)
             self.backend_session_id = response.session_id
+        await self._enter_mode(conn, getattr(response, "modes", None))
         self._config_options = list(response.config_options or [])
         self._model = _current_model(self._config_options)
         if config.model and config.model != self._model:
@@ -278,6 +309,46 @@ class AcpBackend:
                 cwd=cwd,
             )
         )
+
+    async def _enter_mode(self, conn: Any, modes: Any) -> None:
+        wanted = self._preset.mode if self._preset is not None else None
+        if wanted is None or modes is None or modes.current_mode_id == wanted:
+            return
+        if wanted not in {m.id for m in modes.available_modes}:
+            return
+        await conn.set_session_mode(session_id=self.backend_session_id, mode_id=wanted)
+
+    async def _serve_tools(self, config: BackendConfig) -> list[Any]:
+        """The session's Python tools as an MCP server on loopback, given to the agent in
+        session/new (load, fork) when it takes HTTP MCP servers (``mcpCapabilities.http``). The
+        server puts each call through our permission flow, once. An agent without HTTP MCP
+        support gets no tools (ACP's other transport, stdio, would be a process of ours the
+        agent starts, with no way back to this kernel's objects); a warning says so."""
+        if not config.tools:
+            return []
+        capabilities = self._capabilities.mcp_capabilities or schema.McpCapabilities()
+        if not capabilities.http:
+            warnings.warn(
+                f"the ACP agent {self._agent_label()} does not take HTTP MCP servers (no "
+                "mcpCapabilities.http), so the session's Python tools are not offered to it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return []
+
+        async def decide(request: PermissionRequest) -> Decision:
+            decided = await self.decide(request)
+            return decided or Decision("deny", reason="the turn ended before an answer")
+
+        preset = self._preset
+        self._tool_server = LoopbackToolServer(
+            config.tools,
+            decide,
+            tool_meta=preset.tool_meta if preset else None,
+            tool_use_id_key=preset.tool_use_id_key if preset else None,
+        )
+        url = await self._tool_server.start()
+        return [schema.HttpMcpServer(type="http", name=SERVER_NAME, url=url, headers=[])]
 
     async def run_turn(self, prompt: Prompt) -> None:
         assert self._host is not None
@@ -340,6 +411,8 @@ class AcpBackend:
         return CloseResult(exit_code, "".join(self._stderr))
 
     def kill(self) -> None:
+        if self._tool_server is not None:
+            self._tool_server.abort()
         self._client.terminals.kill_all()
         self._kill_group(signal.SIGKILL)
         if self._owner is not None and not self._owner.done():
@@ -531,8 +604,10 @@ class AcpBackend:
     def _tool_update(self, update: schema.ToolCallStart | schema.ToolCallProgress) -> None:
         tool = self.tool(update)
         # Agents announce a call before its input is known and fill it in by updates: show the
-        # call once it says what it does (input, or it started / needs a decision / ended).
-        if tool.raw_input or tool.status in ("in_progress", "completed", "failed"):
+        # call once it says what it does (input, and for an edit its diff; or it started /
+        # needs a decision / ended).
+        described = tool.raw_input and (tool.kind != "edit" or tool.diffs())
+        if described or tool.status in ("in_progress", "completed", "failed"):
             self.show_tool(tool)
         if tool.status in ("completed", "failed"):
             self._finish_tool(tool)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import claude_agent_sdk as sdk
 
+from .._tool_server import SERVER_NAME, mcp_server
 from ..events import (
     Compaction,
     Decision,
@@ -46,6 +47,7 @@ from ..events import (
     TurnEnded,
     Usage,
 )
+from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 
 # The SDK logs through Python's last-resort handler when no logging is configured, so a CLI
@@ -124,6 +126,10 @@ _HOOK_DENIAL = re.compile(r"^PreToolUse:\S+ hook error: ")
 """How the CLI prefixes a denial our PreToolUse hook gave; the user sees only our reason."""
 _HOOK_TIMEOUT_S = 24 * 3600.0
 """The PreToolUse hook waits for a person's click: the CLI's 60 s default would decide for them."""
+_TOOL_PREFIX = f"mcp__{SERVER_NAME}__"
+"""How the CLI names the session's Python tools (served by our in-process MCP server)."""
+_ALWAYS_LOAD = "anthropic/alwaysLoad"
+"""A tool's ``_meta`` key that keeps it in the prompt instead of behind ToolSearch."""
 
 
 class ClaudeBackend:
@@ -148,6 +154,7 @@ class ClaudeBackend:
         self._pending_plans: dict[str, list[dict[str, Any]]] = {}
         self._compaction: dict[str, Any] | None = None
         self._config_dir: Path | None = None
+        self._tools: dict[str, Tool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -254,6 +261,9 @@ class ClaudeBackend:
         real_cli = Path(str(extra.pop("cli_path", "") or _default_cli() or ""))
         if real_cli.is_file():
             extra["cli_path"] = _launcher.script(real_cli, "claude")
+        self._tools = {t.name: t for t in config.tools}
+        if self._tools:
+            extra["mcp_servers"] = {**_tool_server(config.tools), **extra.get("mcp_servers", {})}
         return sdk.ClaudeAgentOptions(
             model=config.model,
             effort=config.reasoning_effort,  # type: ignore[arg-type]
@@ -323,6 +333,12 @@ class ClaudeBackend:
 
     # -- permissions -------------------------------------------------------------------------
 
+    def _describe(self, name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+        """`ToolInfo` fields of a call: one of the session's Python tools describes itself
+        (its kind decides the permission), Claude Code's own tools are described here."""
+        ours = self._tools.get(name[len(_TOOL_PREFIX) :]) if name.startswith(_TOOL_PREFIX) else None
+        return ours.info(tool_input) if ours is not None else _describe(name, tool_input)
+
     async def _pre_tool_use(
         self, hook_input: Any, tool_use_id: str | None, context: sdk.HookContext
     ) -> dict[str, Any]:
@@ -340,7 +356,7 @@ class ClaudeBackend:
                 tool_name=name,
                 input=tool_input,
                 tool_use_id=tool_use_id,
-                **_describe(name, tool_input),
+                **self._describe(name, tool_input),
             )
         )
         output: dict[str, Any] = {"hookEventName": "PreToolUse"}
@@ -383,7 +399,7 @@ class ClaudeBackend:
                 input=tool_input,
                 tool_use_id=context.tool_use_id,
                 reason=context.decision_reason,
-                **_describe(tool_name, tool_input),
+                **self._describe(tool_name, tool_input),
             )
         )
         return _permission_result(decision)
@@ -468,7 +484,7 @@ class ClaudeBackend:
                         name=block.name,
                         input=tool_input,
                         parent_tool_use_id=parent,
-                        **_describe(block.name, tool_input),
+                        **self._describe(block.name, tool_input),
                     )
                 )
                 self._tool_side_events(block.id, block.name, tool_input)
@@ -589,6 +605,19 @@ class ClaudeBackend:
 
 
 # -- translation helpers ----------------------------------------------------------------------
+
+
+def _tool_server(tools: tuple[Tool, ...]) -> dict[str, sdk.McpSdkServerConfig]:
+    """The session's Python tools as an MCP server the SDK serves in process. Each call was
+    already decided by our PreToolUse hook (with the tool's kind), so the server only runs it:
+    asking again would ask twice. Loaded up front, not deferred behind ToolSearch: they are
+    the point of the session."""
+
+    async def run(tool: Tool, arguments: dict[str, Any], meta: dict[str, Any]) -> ToolOutput:
+        return await tool.invoke(arguments)
+
+    server = mcp_server(tools, run, tool_meta={_ALWAYS_LOAD: True})
+    return {SERVER_NAME: sdk.McpSdkServerConfig(type="sdk", name=SERVER_NAME, instance=server)}
 
 
 def _permission_result(decision: Decision) -> sdk.PermissionResultAllow | sdk.PermissionResultDeny:

@@ -103,6 +103,7 @@ from ..events import (
     Usage,
     UsageUpdate,
 )
+from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt
 
 log = logging.getLogger("agentkernel.codex")
@@ -424,6 +425,7 @@ class CodexBackend:
         self._turn: _Turn | None = None
         self._interrupting = False
         self._requests: dict[Any, asyncio.Task[None]] = {}
+        self._tools: dict[str, Tool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -432,6 +434,7 @@ class CodexBackend:
         self._options = options = _Options.parse(config.options)
         self._model = config.model
         self._effort = config.reasoning_effort
+        self._tools = {t.name: t for t in config.tools}
         codex = _codex_path(options.codex_bin)
         argv = _launch_argv(codex, {**_BASE_CONFIG, **options.config})
         env = _process_env(config.env, bundled=options.codex_bin is None)
@@ -500,6 +503,8 @@ class CodexBackend:
         if config.model:
             params["model"] = config.model
         if config.resume is None:
+            if config.tools:
+                params["dynamicTools"] = [_dynamic_tool(t) for t in config.tools]
             return await server.request("thread/start", params)
         method = "thread/fork" if config.fork else "thread/resume"
         params.update(threadId=config.resume, excludeTurns=True)
@@ -637,7 +642,7 @@ class CodexBackend:
         item = params.get("item") or {}
         item_id = str(item.get("id", ""))
         turn.items[item_id] = item
-        call = _tool_call(item, self._cwd)
+        call = _tool_call(item, self._cwd, self._tools)
         if call is not None:
             self._emit(call)
 
@@ -841,6 +846,32 @@ class CodexBackend:
         # Granted for this turn only: a later request asks again (and our rules answer it).
         return {"permissions": wanted if decision.allowed else {}, "scope": "turn"}
 
+    async def _answer_tool_call(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One of the session's Python tools (a dynamic tool: Codex hands the call to us and
+        asks nothing itself), put through our permission flow once, then run."""
+        name = str(params.get("tool", ""))
+        arguments = params.get("arguments")
+        arguments = arguments if isinstance(arguments, dict) else {}
+        tool = self._tools.get(name)
+        if tool is None:
+            output = ToolOutput.error(f"no tool named {name!r} in this session")
+        else:
+            decision = await self._decide(
+                PermissionRequest(
+                    request_id=uuid.uuid4().hex,
+                    tool_name=name,
+                    input=arguments,
+                    tool_use_id=str(params.get("callId", "")) or None,
+                    **tool.info(arguments),
+                )
+            )
+            if decision.allowed:
+                given = decision.updated_input
+                output = await tool.invoke(given if given is not None else arguments)
+            else:
+                output = ToolOutput.error(f"{name} was not run: {decision.reason or 'denied'}")
+        return {"contentItems": _content_items(output), "success": not output.is_error}
+
     async def _answer_question(self, params: dict[str, Any]) -> dict[str, Any]:
         raw = [q for q in params.get("questions") or [] if isinstance(q, dict)]
         question = Question(
@@ -946,6 +977,7 @@ _ANSWERS: dict[str, Callable[[CodexBackend, dict[str, Any]], Any]] = {
     "item/fileChange/requestApproval": CodexBackend._answer_file_change,
     "item/permissions/requestApproval": CodexBackend._answer_permissions,
     "item/tool/requestUserInput": CodexBackend._answer_question,
+    "item/tool/call": CodexBackend._answer_tool_call,
 }
 """Server requests answered through ``host.decide``; any other one is refused (JSON-RPC
 error) and reported as `Other`, never accepted."""
@@ -957,7 +989,7 @@ _TOOL_ITEMS = frozenset({"mcpToolCall", "dynamicToolCall", "webSearch", "imageVi
 """Items besides commands and file changes that `_tool_call` reports as tool calls."""
 
 
-def _tool_call(item: dict[str, Any], cwd: str | None) -> ToolCall | None:
+def _tool_call(item: dict[str, Any], cwd: str | None, tools: dict[str, Tool]) -> ToolCall | None:
     """A started item that is a tool call, in the neutral words; None for other items."""
     kind = item.get("type")
     item_id = str(item.get("id", ""))
@@ -987,11 +1019,14 @@ def _tool_call(item: dict[str, Any], cwd: str | None) -> ToolCall | None:
         )
     if kind == "dynamicToolCall":
         arguments = item.get("arguments")
+        arguments = arguments if isinstance(arguments, dict) else {"arguments": arguments}
+        name = str(item.get("tool"))
+        ours = tools.get(name)
         return ToolCall(
             tool_use_id=item_id,
-            name=str(item.get("tool")),
-            input=arguments if isinstance(arguments, dict) else {"arguments": arguments},
-            title=str(item.get("tool")),
+            name=name,
+            input=arguments,
+            **(ours.info(arguments) if ours is not None else {"title": name}),
         )
     if kind == "webSearch":
         query = str(item.get("query") or "")
@@ -1031,6 +1066,26 @@ def _tool_result(item_id: str, item: dict[str, Any]) -> ToolResult:
         output = "" if result is None else str(result)
     failed = item.get("success") is False or item.get("status") == "failed"
     return ToolResult(tool_use_id=item_id, output=output, is_error=failed)
+
+
+def _dynamic_tool(tool: Tool) -> dict[str, Any]:
+    """A Python tool as a Codex dynamic tool, offered to the model up front."""
+    return {
+        "type": "function",
+        "name": tool.name,
+        "description": tool.description,
+        "inputSchema": tool.input_schema,
+        "deferLoading": False,
+    }
+
+
+def _content_items(output: ToolOutput) -> list[dict[str, Any]]:
+    return [
+        {"type": "inputText", "text": part}
+        if isinstance(part, str)
+        else {"type": "inputImage", "imageUrl": f"data:{part.media_type};base64,{part.base64}"}
+        for part in output.content
+    ] or [{"type": "inputText", "text": ""}]
 
 
 def _file_change_info(item: dict[str, Any], cwd: str | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ try:
     import copilot as sdk
     from copilot import rpc as sdk_rpc
     from copilot import session_events as sdk_events
+    from copilot import tools as sdk_tools
 except ImportError as exc:  # github-copilot-sdk needs Python >= 3.11
     raise ImportError(
         f"the Copilot backend needs github-copilot-sdk (Python >= 3.11): {exc}"
@@ -66,6 +68,7 @@ from ..events import (
     Usage,
     UsageUpdate,
 )
+from ..tools import Tool
 from . import BackendConfig, BackendHost, CloseResult, Prompt
 
 _T = sdk_events.SessionEventType
@@ -107,6 +110,8 @@ _SILENT = frozenset(
         _T.PERMISSION_COMPLETED,
         _T.USER_INPUT_REQUESTED,  # reach us through the user-input handler
         _T.USER_INPUT_COMPLETED,
+        _T.EXTERNAL_TOOL_REQUESTED,  # our Python tools: their tool.execution_* events say it
+        _T.EXTERNAL_TOOL_COMPLETED,
     }
 )
 """Non-ephemeral events we drop on purpose. Ephemeral events (the CLI's own telemetry, which
@@ -170,6 +175,7 @@ class CopilotBackend:
         self._closing = False
         self._started: asyncio.Future[None] | None = None
         self._tools: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._python_tools: dict[str, Tool] = {}
         self._asking: str | None = None
         self._last_failure: tuple[str, str] = ("", "")
         self._handlers = {
@@ -198,6 +204,7 @@ class CopilotBackend:
     async def connect(self, config: BackendConfig, host: BackendHost) -> None:
         self._host = host
         self._cwd = config.cwd or os.getcwd()
+        self._python_tools = {t.name: t for t in config.tools}
         extra = dict(config.options)
         cli = find_copilot_cli(extra.pop("cli_path", None), config.env)
         provider = extra.pop("provider", None)
@@ -265,6 +272,8 @@ class CopilotBackend:
             "include_sub_agent_streaming_events": False,
             **extra,
         }
+        if config.tools:
+            options["tools"] = [*extra.get("tools", []), *(_copilot_tool(t) for t in config.tools)]
         if not config.resume:
             return await client.create_session(**options)
         session_id = config.resume
@@ -380,7 +389,11 @@ class CopilotBackend:
         assert self._host is not None
         tool_use_id = getattr(request, "tool_call_id", None)
         name, args = self._tools.get(tool_use_id or "", ("", {}))
-        decision = await self._host.decide(_permission_request(request, name, args, self._cwd))
+        asked = _permission_request(request, name, args, self._cwd)
+        ours = self._python_tools.get(asked.tool_name)
+        if ours is not None and getattr(request, "kind", "") in ("custom-tool", "hook"):
+            asked = dataclasses.replace(asked, **ours.info(asked.input))
+        decision = await self._host.decide(asked)
         if not decision.allowed:
             return sdk_rpc.PermissionDecisionReject(feedback=decision.reason or "Denied.")
         if decision.updated_input is not None:
@@ -486,7 +499,12 @@ class CopilotBackend:
         self._tools[data.tool_call_id] = (data.tool_name, args)
         if data.tool_name == "ask_user":
             self._asking = data.tool_call_id
-        info = _tool_info(data.tool_name, args, self._cwd, data.tool_title)
+        ours = self._python_tools.get(data.tool_name)
+        info = (
+            ours.info(args)
+            if ours is not None
+            else _tool_info(data.tool_name, args, self._cwd, data.tool_title)
+        )
         self._emit(ToolCall(tool_use_id=data.tool_call_id, name=data.tool_name, input=args, **info))
 
     def _on_tool_progress(self, data: Any) -> None:
@@ -636,6 +654,33 @@ def _tool_info(
         # state, like a todo list, unless the statement reaches other files.
         kind = "other" if _SQL_FILE_ACCESS.search(str(args.get("query") or "")) else "think"
     return {"kind": kind, "title": title, "locations": locations, "command": command}
+
+
+def _copilot_tool(tool: Tool) -> sdk.Tool:
+    """A Python tool registered with the CLI as an external tool. The CLI asks permission for
+    it (kind "custom-tool"), which our handler decides with the tool's kind; the handler here
+    only runs it."""
+
+    async def run(invocation: Any) -> Any:
+        arguments = invocation.arguments if isinstance(invocation.arguments, dict) else {}
+        output = await tool.invoke(arguments)
+        images = [
+            sdk_tools.ToolBinaryResult(data=i.base64, mime_type=i.media_type, type="image")
+            for i in output.images
+        ]
+        return sdk_tools.ToolResult(
+            text_result_for_llm=output.text,
+            result_type="failure" if output.is_error else "success",
+            error=output.text if output.is_error else None,
+            binary_results_for_llm=images or None,
+        )
+
+    return sdk.Tool(
+        name=tool.name,
+        description=tool.description,
+        handler=run,
+        parameters=tool.input_schema,
+    )
 
 
 def _permission_request(

@@ -33,6 +33,7 @@ from ..permissions import PERMISSION_MODES, validate_mode
 from ..session import Session, TurnRecord, shared_store
 from ..store import Store
 from . import context
+from . import tools as kernel_tools
 from .sessions import SessionRegistry
 from .turn import FRONTENDS, detect_frontend, run_cell_turn
 
@@ -527,6 +528,7 @@ def agent_cell_transformer(lines: list[str]) -> list[str]:
 
 
 def load(shell: Any) -> AgentMagics:
+    kernel_tools.install(shell)  # the built-in notebook tools, for every session in the kernel
     magics = AgentMagics(shell)
     shell.register_magics(magics)
     shell.user_ns[HANDLE] = magics

@@ -63,6 +63,7 @@ __all__ = [
     "test_interrupt_while_streaming",
     "test_model_server_down_fails_the_turn",
     "test_no_process_outlives_its_session",
+    "test_python_tool_runs_with_the_models_arguments",
     "test_resume_in_a_new_process",
     "test_shell_command_allowed_runs",
     "test_text_streams_in_order",
@@ -71,7 +72,11 @@ __all__ = [
 
 TURN_TIMEOUT_S = 90.0
 """A bound for one scripted turn, so a backend that never ends its turn fails instead of
-hanging the suite. Scripted turns take well under a second each."""
+hanging the suite. Scripted turns take well under a second each.
+
+Rules matched on a prompt are unlimited (``times=0``): some agents send side requests that
+quote the prompt (Claude Code behind ACP titles a session from it), which must not use the
+rule up before the turn's own request comes."""
 
 
 @dataclass(frozen=True)
@@ -339,7 +344,7 @@ SLOW_TEXT = "word " * 400
 
 async def check_text_streams_in_order(h: Harness) -> None:
     reply = "Hello from the scripted model, streamed in pieces."
-    h.script(Reply(match="say hello", blocks=[text(reply)], chunk_size=8))
+    h.script(Reply(match="say hello", blocks=[text(reply)], chunk_size=8, times=0))
     events = await h.stream(h.session(), "say hello")
     assert isinstance(events[0], SessionStarted | TurnStarted), events[0]
     started = _of(events, SessionStarted)
@@ -355,8 +360,8 @@ async def check_text_streams_in_order(h: Harness) -> None:
 
 async def check_history_reaches_the_model(h: Harness) -> None:
     h.script(
-        Reply(match="remember the word", blocks=[text("Noted: pelican.")]),
-        Reply(match="which word", blocks=[text("It was pelican.")]),
+        Reply(match="remember the word", blocks=[text("Noted: pelican.")], times=0),
+        Reply(match="which word", blocks=[text("It was pelican.")], times=0),
     )
     session = h.session()
     first = await session.send("remember the word pelican")
@@ -369,8 +374,9 @@ async def check_history_reaches_the_model(h: Harness) -> None:
 
 
 async def _shell_turn(h: Harness, session: Session, command: str, answer: Callable[..., Any]):
+    prompt = f"run the command, take {len(h.server.requests)}"  # one rule per turn
     h.script(
-        Reply(match="run the command", blocks=[h.case.shell(command)]),
+        Reply(match=prompt, blocks=[h.case.shell(command)], times=0),
         Reply(match="tool_result", blocks=[text("The command is done.")]),
     )
 
@@ -378,7 +384,7 @@ async def _shell_turn(h: Harness, session: Session, command: str, answer: Callab
         if isinstance(event, PermissionRequest):
             answer(event)
 
-    return await h.stream(session, "run the command", on_event)
+    return await h.stream(session, prompt, on_event)
 
 
 async def check_shell_command_allowed_runs(h: Harness) -> None:
@@ -427,7 +433,7 @@ async def check_headless_default_denies_every_command(h: Harness) -> None:
     the agent would approve on its own, and each denial is recorded."""
     marker = h.cwd / "headless.txt"
     h.script(
-        Reply(match="two commands", blocks=[h.case.shell("echo conformance-echo")]),
+        Reply(match="two commands", blocks=[h.case.shell("echo conformance-echo")], times=0),
         Reply(match="tool_result", blocks=[h.case.shell(f"touch {marker}")], times=1),
         Reply(match="tool_result", blocks=[text("Both were refused.")]),
     )
@@ -442,7 +448,11 @@ async def check_headless_default_denies_every_command(h: Harness) -> None:
 async def check_write_file_allowed_shows_its_change(h: Harness) -> None:
     target = h.cwd / "notes.txt"
     h.script(
-        Reply(match="write the notes", blocks=[h.case.write_file(str(target), "first line\n")]),
+        Reply(
+            match="write the notes",
+            blocks=[h.case.write_file(str(target), "first line\n")],
+            times=0,
+        ),
         Reply(match="tool_result", blocks=[text("Written.")]),
     )
     seen: list[PermissionRequest] = []
@@ -463,7 +473,7 @@ async def check_write_file_allowed_shows_its_change(h: Harness) -> None:
 async def check_allow_reads_allows_no_write(h: Harness) -> None:
     target = h.cwd / "blocked.txt"
     h.script(
-        Reply(match="write it", blocks=[h.case.write_file(str(target), "nope\n")]),
+        Reply(match="write it", blocks=[h.case.write_file(str(target), "nope\n")], times=0),
         Reply(match="tool_result", blocks=[text("Could not write.")]),
     )
     record = await h.session(permission_mode="allow-reads").send("write it")
@@ -473,7 +483,7 @@ async def check_allow_reads_allows_no_write(h: Harness) -> None:
 
 async def check_interrupt_while_streaming(h: Harness) -> None:
     h.script(
-        Reply(match="talk slowly", blocks=[text(SLOW_TEXT)], chunk_size=4, delay=0.05),
+        Reply(match="talk slowly", blocks=[text(SLOW_TEXT)], chunk_size=4, delay=0.05, times=0),
         Reply(match="still there", blocks=[text("Still here.")], times=0),
     )
     session = h.session()
@@ -496,7 +506,7 @@ async def check_interrupt_while_streaming(h: Harness) -> None:
 async def check_interrupt_while_an_approval_waits(h: Harness) -> None:
     marker = h.cwd / "never.txt"
     h.script(
-        Reply(match="run the command", blocks=[h.case.shell(f"touch {marker}")]),
+        Reply(match="run the command", blocks=[h.case.shell(f"touch {marker}")], times=0),
         Reply(match="still there", blocks=[text("Still here.")], times=0),
     )
     session = h.session()
@@ -517,8 +527,8 @@ async def check_interrupt_while_an_approval_waits(h: Harness) -> None:
 
 async def check_resume_in_a_new_process(h: Harness) -> None:
     h.script(
-        Reply(match="the secret word", blocks=[text("Kept: heron.")]),
-        Reply(match="what was", blocks=[text("It was heron.")]),
+        Reply(match="the secret word", blocks=[text("Kept: heron.")], times=0),
+        Reply(match="what was", blocks=[text("It was heron.")], times=0),
     )
     first = h.session()
     await first.send("the secret word is heron")
@@ -587,6 +597,91 @@ async def check_no_process_outlives_its_session(h: Harness) -> None:
     assert not _still_alive(list(spawned)), "a dropped session left processes behind"
 
 
+def _offered_names(body: Any) -> list[str]:
+    """The tool names a model request offers, in any of the three wire formats (Anthropic
+    ``tools[].name``, Responses ``tools[].name`` and namespaces, Chat ``tools[].function``)."""
+    names: list[str] = []
+    for entry in (body or {}).get("tools") or [] if isinstance(body, dict) else []:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name") or (entry.get("function") or {}).get("name")
+        if isinstance(name, str):
+            names.append(name)
+        names += _offered_names({"tools": entry.get("tools")}) if entry.get("tools") else []
+    return names
+
+
+def _offered_as(server: ScriptedModelServer, tool: str) -> str:
+    """The name under which the agent offers our Python tool `tool` to the model: the tool's
+    own, or prefixed with the agent's namespace for it (``mcp__agentkernel__add``)."""
+    for request in reversed(server.requests):
+        for name in _offered_names(request.body):
+            if name == tool or name.endswith((f"__{tool}", f"-{tool}", f".{tool}")):
+                return name
+    raise AssertionError(f"the agent never offered the Python tool {tool!r} to the model")
+
+
+async def check_python_tool_runs_with_the_models_arguments(h: Harness) -> None:
+    """A Python function given to the session is offered to the model; the model's call runs
+    it with the model's arguments after one permission request with the tool's kind, and the
+    model receives the result. A function that raises gives the model its error and the turn
+    goes on; a denied call does not run."""
+    calls: list[tuple[int, int]] = []
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        calls.append((a, b))
+        return a + b
+
+    def fail() -> str:
+        """Always fails."""
+        raise ValueError("conformance-tool-failure")
+
+    # Prompt rules are unlimited: an agent may send the prompt in a side request of its own
+    # too (a session title), before or after the turn's request.
+    h.script(Reply(match="which tools", blocks=[text("These ones.")], times=0))
+    session = h.session(tools=[add, fail], shared_tools=False)
+    await session.send("which tools do you have?", permission_mode="allow-all")
+    add_name, fail_name = _offered_as(h.server, "add"), _offered_as(h.server, "fail")
+    h.script(
+        Reply(match="add two and three", blocks=[tool_use(add_name, {"a": 2, "b": 3})], times=0),
+        Reply(match="tool_result", blocks=[tool_use(fail_name, {})], times=1),
+        Reply(match="tool_result", blocks=[text("Added; the other one failed.")]),
+    )
+    asked: list[PermissionRequest] = []
+
+    def allow(event: Event) -> None:
+        if isinstance(event, PermissionRequest):
+            asked.append(event)
+            event.allow()
+
+    events = await h.stream(session, "add two and three", allow)
+    assert calls == [(2, 3)], f"the function ran with {calls}"
+    assert [(r.kind, r.title) for r in asked] == [
+        ("execute", "add(a=2, b=3)"),
+        ("execute", "fail()"),
+    ]
+    texts = [r.last_user_text for r in h.server.requests]
+    assert any(t.strip() == "5" for t in texts), "the model must receive the result 5"
+    assert any("conformance-tool-failure" in t for t in texts), "the model must hear the error"
+    assert _ended(events).stop_reason == "end_turn"
+    assert "Added; the other one failed." in [t.text for t in _of(events, Text)]
+
+    h.script(
+        Reply(match="add once more", blocks=[tool_use(add_name, {"a": 1, "b": 1})], times=0),
+        Reply(match="tool_result", blocks=[text("Not allowed.")]),
+    )
+    denied = await h.stream(session, "add once more", lambda e: _deny(e, "not this time"))
+    assert calls == [(2, 3)], "a denied Python tool ran"
+    assert [d.behavior for d in _of(denied, PermissionDecided)] == ["deny"]
+    assert any("not this time" in r.last_user_text for r in h.server.requests[-2:])
+
+
+def _deny(event: Event, reason: str) -> None:
+    if isinstance(event, PermissionRequest):
+        event.deny(reason)
+
+
 # -- the suite: one pytest test per check ----------------------------------------------------
 
 
@@ -644,3 +739,7 @@ async def test_model_server_down_fails_the_turn(harness: Harness) -> None:
 
 async def test_no_process_outlives_its_session(harness: Harness) -> None:
     await check_no_process_outlives_its_session(harness)
+
+
+async def test_python_tool_runs_with_the_models_arguments(harness: Harness) -> None:
+    await check_python_tool_runs_with_the_models_arguments(harness)

@@ -1,0 +1,84 @@
+"""Idle sessions park their agent process and resume it on the next turn, transparently."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+from agentkernel import Event, PermissionRequest, Session, TextDelta
+from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
+
+from .conftest import wait_until_gone
+
+MakeSession = Callable[..., Session]
+
+
+async def _until_parked(session: Session, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not session.is_parked:
+        assert time.monotonic() < deadline, "the idle session was never parked"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_parked_session_resumes_with_its_history(
+    server: ScriptedModelServer, make_session: MakeSession
+) -> None:
+    server.add(
+        Reply(match="remember", blocks=[text("Noted: pelican.")]),
+        Reply(match="which word", blocks=[text("It was pelican.")]),
+    )
+    session = make_session(idle_timeout=0.3)
+    await session.send("remember the word pelican")
+    first_pids = session.pids()
+    await _until_parked(session)
+    assert session.pids() == [] and wait_until_gone(first_pids) == []
+    record = await session.send("which word did I say?")
+    assert record.text == "It was pelican." and not session.is_parked
+    assert "remember the word pelican" in json.dumps(server.requests[-1].body)
+    assert [t.status for t in session.history] == ["completed", "completed"]
+    assert all(t.events[-1].type == "turn_ended" for t in session.history)
+
+
+async def test_never_parked_mid_turn_or_while_an_approval_waits(
+    server: ScriptedModelServer, make_session: MakeSession, workspace
+) -> None:
+    server.add(
+        Reply(match="slowly", blocks=[text("word " * 40)], chunk_size=4, delay=0.02),
+        Reply(match="make", blocks=[tool_use("Bash", {"command": "touch made.txt"})]),
+        Reply(match="tool_result", blocks=[text("Made.")]),
+    )
+    session = make_session(idle_timeout=0.05)
+    slow = await session.send("talk slowly")
+    assert slow.status == "completed"
+    await _until_parked(session)
+
+    async def allow_later(event: Event) -> None:
+        if isinstance(event, PermissionRequest):
+            await asyncio.sleep(0.5)  # ten idle timeouts while the approval waits
+            event.allow()
+
+    events = []
+    async for event in session.stream("make the file"):
+        events.append(event)
+        await allow_later(event)
+    assert (workspace / "made.txt").exists() and events[-1].stop_reason == "end_turn"
+
+
+async def test_an_interrupt_of_a_resuming_turn_lands(
+    server: ScriptedModelServer, make_session: MakeSession
+) -> None:
+    server.add(
+        Reply(match="hello", blocks=[text("hi")]),
+        Reply(match="slowly", blocks=[text("word " * 400)], chunk_size=4, delay=0.05),
+    )
+    session = make_session(idle_timeout=0.2)
+    await session.send("hello")
+    await _until_parked(session)
+    events = []
+    async for event in session.stream("talk slowly"):
+        events.append(event)
+        if isinstance(event, TextDelta) and len(events) < 50:
+            await session.interrupt()
+    assert events[-1].stop_reason == "interrupted"
