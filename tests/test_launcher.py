@@ -97,3 +97,24 @@ def test_script_runs_a_program_under_the_supervisor(tmp_path) -> None:
     launcher = _launcher.script(__import__("pathlib").Path("/bin/sh"), "sh")
     done = subprocess.run([launcher, "-c", "echo $0 ok; exit 4"], capture_output=True, text=True)
     assert done.returncode == 4 and done.stdout.strip().endswith("ok")
+
+
+def test_a_tool_in_a_session_of_its_own_ends_too() -> None:
+    """Agents (Copilot) run shells with setsid: no process-group signal reaches them."""
+    marker = "sleep 305.5"
+    proc = subprocess.Popen(_launcher.argv(["sh", "-c", f"setsid {marker} & {marker}; wait"]))
+    deadline = time.monotonic() + 5
+    while len(_with_marker(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(_with_marker(marker)) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert _gone_within(marker, 1.0)
+    proc.wait(5)
+    marker = "sleep 306.6"
+    proc = subprocess.Popen(_launcher.argv(["sh", "-c", f"setsid {marker} & {marker}; wait"]))
+    deadline = time.monotonic() + 5
+    while len(_with_marker(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _launcher.kill(proc.pid)
+    assert _gone_within(marker, 1.0)
+    proc.wait(5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ GRACE_S = 0.5
 
 _SUPERVISOR = """\
 import os, signal, sys, time
+DESCENDANTS
 parent, argv = int(sys.argv[1]), sys.argv[2:]
 try:
     os.setsid()
@@ -60,6 +62,8 @@ for fd in (0, 1, 2):
 
 def stop(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tree = descendants(os.getpid())
+    signal_all(tree, signal.SIGTERM)
     os.killpg(0, signal.SIGTERM)
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline:
@@ -68,21 +72,63 @@ def stop(signum, frame):
         except ChildProcessError:
             os._exit(0)
         if pid:
-            os.killpg(0, signal.SIGTERM)  # what the agent left behind; we ignore it
+            signal_all(tree, signal.SIGKILL)  # what the agent left behind
+            os.killpg(0, signal.SIGTERM)  # (we ignore it)
             os._exit(os.waitstatus_to_exitcode(status))
         time.sleep(0.02)
+    signal_all(tree, signal.SIGKILL)
     os.killpg(0, signal.SIGKILL)  # the agent did not end in time: all of it, us included
 
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGHUP, stop)
 _, status = os.waitpid(child, 0)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal_all(descendants(os.getpid()), signal.SIGTERM)  # tool processes the agent left behind
 try:
-    os.killpg(0, signal.SIGTERM)  # tool processes the agent left behind
+    os.killpg(0, signal.SIGTERM)
 except OSError:
     pass
 sys.exit(os.waitstatus_to_exitcode(status))
-""".replace("GRACE_S", repr(GRACE_S))
+"""
+
+
+def descendants(root: int) -> list[int]:
+    """Pids under `root`, found from /proc (none elsewhere): agents put some tool shells in
+    sessions of their own, out of reach of a process-group signal."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+
+
+# The supervisor runs with -I -S (nothing to import but the stdlib): it gets these two
+# functions as source, so they are written once.
+_SUPERVISOR = _SUPERVISOR.replace("GRACE_S", repr(GRACE_S)).replace(
+    "DESCENDANTS",
+    "import contextlib\n" + inspect.getsource(descendants) + inspect.getsource(signal_all),
+)
 
 
 def argv(command: Sequence[str]) -> list[str]:
@@ -118,7 +164,9 @@ def script(program: Path, name: str) -> str:
 
 
 def kill(pid: int) -> None:
-    """End the agent started under the supervisor `pid` now: its whole process group."""
+    """End the agent started under the supervisor `pid` now: everything under it (found
+    first, since a killed parent leaves orphans) and its process group."""
+    signal_all(descendants(pid), signal.SIGKILL)
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -16,17 +16,13 @@ is complete) is read from the spec's own fields: option ``kind``, tool ``status`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import difflib
-import hashlib
 import importlib.metadata
 import json
 import os
 import shlex
 import shutil
 import signal
-import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -57,7 +53,7 @@ from ..events import (
     TurnEnded,
     Usage,
 )
-from . import BackendConfig, BackendHost, CloseResult, Prompt
+from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 
 
 @dataclass(frozen=True)
@@ -212,8 +208,7 @@ class AcpBackend:
         try:
             async with acp.spawn_agent_process(
                 self._client,
-                _detached_launcher(),
-                *self._argv,
+                *_launcher.argv(self._argv),
                 env=env,
                 cwd=self._cwd,
                 transport_kwargs={"limit": 50 * 1024 * 1024, "shutdown_timeout": 1.0},
@@ -231,7 +226,7 @@ class AcpBackend:
                             {self._drain, asyncio.ensure_future(process.wait())}, timeout=2
                         )
                     ready.set_exception(self._startup_error(exc, timeout))
-                    self._kill_group(signal.SIGKILL)
+                    self._kill_group()
                     return
                 ready.set_result(None)
                 exited = asyncio.ensure_future(process.wait())
@@ -249,7 +244,7 @@ class AcpBackend:
         finally:
             self._conn = None
             self._client.terminals.kill_all()
-            self._kill_group(signal.SIGKILL)
+            self._kill_group()
             if self._tool_server is not None:
                 await self._tool_server.stop()
 
@@ -414,7 +409,7 @@ class AcpBackend:
         if self._tool_server is not None:
             self._tool_server.abort()
         self._client.terminals.kill_all()
-        self._kill_group(signal.SIGKILL)
+        self._kill_group()
         if self._owner is not None and not self._owner.done():
             self._owner.cancel()
 
@@ -423,11 +418,11 @@ class AcpBackend:
         alive = [process.pid] if process is not None and process.returncode is None else []
         return alive + self._client.terminals.pids()
 
-    def _kill_group(self, sig: int) -> None:
-        """Signal the agent's whole process group: agents start helpers (Claude Code's CLI,
-        MCP servers) that must not outlive the session."""
+    def _kill_group(self) -> None:
+        """Kill the agent and all it started: agents start helpers (Claude Code's CLI, MCP
+        servers) that must not outlive the session."""
         if self._process is not None:
-            _signal_group(self._process, sig)
+            _kill(self._process)
 
     # -- errors and stderr -----------------------------------------------------------------
 
@@ -1017,7 +1012,7 @@ class _Terminal:
 
     def kill(self) -> None:
         if self.process.returncode is None:
-            _signal_group(self.process, signal.SIGKILL)
+            _kill(self.process)
 
 
 class _Terminals:
@@ -1031,8 +1026,7 @@ class _Terminals:
     async def start(self, argv: list[str], *, cwd: Path, env: dict[str, str], limit: int) -> str:
         try:
             process = await asyncio.create_subprocess_exec(
-                _detached_launcher(),
-                *argv,
+                *_launcher.argv(argv),
                 cwd=cwd,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -1200,48 +1194,8 @@ def _dump(model: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _signal_group(process: asyncio.subprocess.Process, sig: int) -> None:
-    """Signal the process group that `process` leads (it and all it started).
-
-    Right after the spawn, the launcher may not have made its group yet: then signal the
-    process itself, which has started nothing. Only while it is unreaped, so its pid cannot
-    belong to anyone else; a reaped leader's group id stays reserved while members live."""
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, sig)
-    except PermissionError:
-        pass
-
-
-def _detached_launcher() -> str:
-    """A launcher that runs its arguments in a session of its own, tied to our life (same pid
-    after exec).
-
-    Why: Jupyter interrupts a kernel by signalling its whole process group; detached, the
-    agent hears only our own `session/cancel`. Detached, it would also outlive a kernel killed
-    with SIGKILL, so on Linux it asks to receive SIGTERM when its parent dies. The library's
-    spawn helper takes a command, not a pre-exec hook, hence this small exec wrapper.
-    """
-    lines = [f"#!{sys.executable} -IS", "import os, sys", "parent = os.getppid()", "os.setsid()"]
-    if sys.platform.startswith("linux"):
-        lines += [
-            "import ctypes, signal",
-            "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG",
-            "if os.getppid() != parent:",
-            "    sys.exit(1)",
-        ]
-    lines.append("os.execvp(sys.argv[1], sys.argv[1:])")
-    source = "\n".join(lines) + "\n"
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
-    launcher = folder / f"exec-{digest}"
-    if not launcher.is_file():
-        folder.mkdir(mode=0o700, exist_ok=True)
-        partial = folder / f".{launcher.name}.{os.getpid()}"
-        partial.write_text(source)
-        partial.chmod(0o700)
-        partial.replace(launcher)
-    return str(launcher)
+def _kill(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL what `process` (started under our supervisor) runs: it, everything under it,
+    and its process group. Only while it is unreaped, so its pid cannot be anyone else's."""
+    if process.returncode is None:
+        _launcher.kill(process.pid)

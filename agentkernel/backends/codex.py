@@ -71,8 +71,6 @@ import math
 import os
 import re
 import shlex
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -104,7 +102,7 @@ from ..events import (
     UsageUpdate,
 )
 from ..tools import Tool, ToolOutput
-from . import BackendConfig, BackendHost, CloseResult, Prompt
+from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 
 log = logging.getLogger("agentkernel.codex")
 
@@ -176,17 +174,6 @@ _HTTP_ERROR_KINDS: dict[int, ErrorKind] = {
 }
 _PLAN_STATUSES = {"pending": "pending", "inProgress": "in_progress", "completed": "completed"}
 _SHELLS = frozenset({"bash", "sh", "zsh"})
-
-_LAUNCHER = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-"""Runs between fork and the Codex binary (same pid, via exec): the kernel sends the binary
-SIGTERM when our process dies. Done here rather than in ``preexec_fn``, which is unsafe in a
-process with threads; the new session itself comes from ``start_new_session``."""
 
 
 def provider_config(
@@ -600,10 +587,7 @@ class CodexBackend:
         server = self._server
         if server is None:
             return
-        # The binary leads its own process group (start_new_session), whose members are the
-        # commands it runs: one signal ends them all, even after the binary itself is gone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(server.process.pid, signal.SIGKILL)
+        _launcher.kill(server.process.pid)
 
     def pids(self) -> list[int]:
         server = self._server
@@ -1279,10 +1263,7 @@ def _launch_argv(codex: Path, config: Mapping[str, Any]) -> list[str]:
     for key, value in config.items():
         argv += ["-c", f"{key}={_toml(value)}"]
     argv += ["app-server", "--listen", "stdio://"]
-    if sys.platform.startswith("linux"):
-        # -I -S: nothing to scan at start; the launcher needs only os, sys and ctypes.
-        argv = [sys.executable, "-IS", "-c", _LAUNCHER, str(os.getpid()), *argv]
-    return argv
+    return _launcher.argv(argv)
 
 
 def _process_env(extra: Mapping[str, str], *, bundled: bool) -> dict[str, str]:

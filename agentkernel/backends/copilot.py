@@ -23,13 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
-import signal
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -69,7 +65,7 @@ from ..events import (
     UsageUpdate,
 )
 from ..tools import Tool
-from . import BackendConfig, BackendHost, CloseResult, Prompt
+from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 
 _T = sdk_events.SessionEventType
 
@@ -219,7 +215,7 @@ class CopilotBackend:
                 "a BYOK provider needs a model: pass model=... (the name the provider serves)"
             )
         client = sdk.CopilotClient(
-            connection=sdk.RuntimeConnection.for_stdio(path=_launcher(cli)),
+            connection=sdk.RuntimeConnection.for_stdio(path=_launcher.script(cli, "copilot")),
             env=_cli_env(config, provider),
             working_directory=self._cwd,
         )
@@ -335,19 +331,13 @@ class CopilotBackend:
         self._client = self._session = None
 
     def kill(self) -> None:
-        """SIGKILL the CLI and every process under it. The CLI runs each shell in a session of
-        its own (so no process group holds them all) and ends them only when it shuts down
-        itself, which a killed CLI cannot: its descendants are found first, then killed."""
+        """SIGKILL the CLI and every process under it (the CLI runs each shell in a session
+        of its own, which the supervisor finds and ends too)."""
         self._closing = True
         pid = getattr(self._process, "pid", None)
         if pid is None or self._process.poll() is not None:
             return
-        for target in [pid, *_descendants(pid)]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getpgid(target) == target:  # a group leader: its group goes too
-                    os.killpg(target, signal.SIGKILL)
-                else:
-                    os.kill(target, signal.SIGKILL)
+        _launcher.kill(pid)
         with contextlib.suppress(Exception):
             self._process.wait(timeout=5)
 
@@ -796,60 +786,3 @@ def _cli_env(config: BackendConfig, provider: dict[str, Any] | None) -> dict[str
             if value and name not in config.env:
                 env[name] = str(value)
     return env
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (Linux; elsewhere none are found)."""
-    children: dict[int, list[int]] = {}
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            ppid = int(stat.rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _launcher(cli: Path) -> str:
-    """A launcher that runs `cli` in a session of its own, tied to our life, then execs it
-    (same pid).
-
-    Why: Jupyter interrupts a kernel by signalling its whole process group, and the CLI would
-    hear that too; detached, it hears only our own abort. Detached, it would also outlive a
-    kernel killed with SIGKILL, so on Linux it asks for SIGTERM when its parent dies. The SDK
-    spawns whatever path it is given, so this small exec wrapper is that path.
-    """
-    if not hasattr(os, "setsid"):
-        return str(cli)
-    # -I -S: no site packages or user paths to scan; the launcher needs only os and ctypes.
-    lines = [f"#!{sys.executable} -IS", "import os, sys", "parent = os.getppid()", "os.setsid()"]
-    if sys.platform.startswith("linux"):
-        lines += [
-            "import ctypes, signal",
-            "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG",
-            "if os.getppid() != parent:",
-            "    sys.exit(1)",
-        ]
-    lines.append(f"os.execv({str(cli)!r}, [{str(cli)!r}, *sys.argv[1:]])")
-    source = "\n".join(lines) + "\n"
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
-    launcher = folder / f"copilot-{digest}"
-    if not launcher.is_file():
-        folder.mkdir(mode=0o700, exist_ok=True)
-        partial = folder / f".{launcher.name}.{os.getpid()}"
-        partial.write_text(source)
-        partial.chmod(0o700)
-        partial.replace(launcher)
-    return str(launcher)
