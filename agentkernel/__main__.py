@@ -13,7 +13,15 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="Open JupyterLab on the quickstart notebook with a scripted demo model."
     )
     demo.add_argument("notebook", nargs="?", help="Notebook to open (default: quickstart).")
-    demo.add_argument("lab_args", nargs=argparse.REMAINDER, help="Extra JupyterLab arguments.")
+    demo.add_argument(
+        "--port", type=int, help="Port for JupyterLab (default: 8888 or the next free)."
+    )
+    demo.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="Do not open a browser; open the printed URL (it opens the notebook) yourself.",
+    )
+    demo.epilog = "Other options (e.g. --ServerApp.ip=0.0.0.0) are passed on to JupyterLab."
     install = sub.add_parser(
         "install",
         help="Install an Agent kernel spec: a variant with its own name, backend and model "
@@ -39,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     install_cli.add_argument(
         "agents", nargs="+", choices=["copilot", "claude-acp"], help="Which agents' CLIs."
     )
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "install-cli":
         from ._cli_install import CLIInstallError, install_claude_acp, install_copilot_cli
 
@@ -68,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        return run_demo(args.notebook, lab_args=args.lab_args)
+        lab_args = [*([f"--port={args.port}"] if args.port else []), *extra]
+        if args.no_browser:
+            lab_args.append("--no-browser")
+        return run_demo(args.notebook, lab_args=lab_args)
     return 2
 
 

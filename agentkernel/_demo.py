@@ -16,6 +16,9 @@ from pathlib import Path
 from .testing import Reply, ScriptedModelServer, text, tool_use
 
 LABEL = "[scripted demo model]"
+PACE = {"chunk_size": 3, "delay": 0.03}
+"""The demo model streams its replies about as fast as a real one (~100 characters a second),
+so a newcomer sees the live view at work."""
 
 
 def demo_script() -> list[Reply]:
@@ -27,11 +30,13 @@ def demo_script() -> list[Reply]:
             match="tool_error",
             blocks=[text(f"{LABEL} The command was not run, so hello.txt was not created.")],
             times=0,
+            **PACE,
         ),
         Reply(
             match="tool_result",
             blocks=[text(f"{LABEL} Done: hello.txt now holds a greeting.")],
             times=0,
+            **PACE,
         ),
         Reply(
             match="What can you do",
@@ -43,6 +48,7 @@ def demo_script() -> list[Reply]:
                 )
             ],
             times=0,
+            **PACE,
         ),
         Reply(
             match="hello.txt",
@@ -57,16 +63,19 @@ def demo_script() -> list[Reply]:
                 ),
             ],
             times=0,
+            **PACE,
         ),
         Reply(
             match="double 21",
             blocks=[text(f"{LABEL} Double 21 is **42**.\n\n```python\nanswer = 21 * 2\n```")],
             times=0,
+            **PACE,
         ),
         Reply(
             match="first thing",
             blocks=[text(f"{LABEL} The first thing you asked was what I can do.")],
             times=0,
+            **PACE,
         ),
     ]
 
@@ -94,7 +103,16 @@ def run_demo(notebook: str | None = None, *, lab_args: list[str] | None = None) 
             file=sys.stderr,
         )
         return 2
-    command = [sys.executable, "-m", "jupyterlab", str(path), *(lab_args or [])]
+    # The URL JupyterLab prints (and opens) is its default URL: make it the notebook's page.
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        str(path),
+        f"--ServerApp.root_dir={path.resolve().parent}",
+        f"--LabApp.default_url=/lab/tree/{path.name}",
+        *(lab_args or []),
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
         command.append("--allow-root")  # containers often run as root; JupyterLab refuses it
     if has_real_credentials():

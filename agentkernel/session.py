@@ -105,6 +105,11 @@ DEFAULT_IDLE_TIMEOUT_S = 600.0
 a kernel with twenty sessions should not keep twenty CLIs of ~200 MB each alive forever."""
 _INTERRUPT_GRACE_S = 5.0
 """How long an interrupted turn may take to end before the agent process is killed."""
+_LINGER_S = 0.002
+_BURST = 64
+"""After a batch of fewer than `_BURST` events, `stream` waits `_LINGER_S` before taking the
+next: a cross-thread wake-up per delta costs more than the delta's own handling, and 2 ms is
+far below what a person (or a 20-per-second view) can tell."""
 _WAKE_INTERVAL_S = 0.2
 """Stream consumers wake at least this often, so a kernel interrupt (a cancel scheduled without
 waking the loop) is heard promptly even while nothing streams."""
@@ -125,6 +130,10 @@ class TurnRecord:
     stop_reason: str = ""
     error: str | None = None
     backend_session_id: str | None = None
+    replay_key: str | None = None
+    """What the turn was asked, as a digest (`agentkernel.replay`)."""
+    replayed_from: str | None = None
+    """``SESSION_ID:TURN`` of the recorded turn this one replays; None: the agent ran it."""
 
     @property
     def text(self) -> str:
@@ -790,6 +799,14 @@ def _dispatch(sub: _Subscription, event: Event) -> None:
         sub.loop.call_soon_threadsafe(invoke)
 
 
+def _check_budget(label: str, value: float | None) -> None:
+    """One check for a budget, at creation and on every change."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or value != value or value < 0:
+        raise ValueError(f"{label} must be a number >= 0 or None, not {value!r}")
+
+
 def _error_kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, FileNotFoundError):
         return "cli_missing"
@@ -874,9 +891,8 @@ class Session:
         tools: Sequence[Tool | Callable[..., Any]] = (),
         shared_tools: bool = True,
     ) -> None:
-        for label, value in (("max_budget_usd", max_budget_usd), ("max_tokens", max_tokens)):
-            if value is not None and value < 0:
-                raise ValueError(f"{label} must be a positive number or None, not {value!r}")
+        _check_budget("max_budget_usd", max_budget_usd)
+        _check_budget("max_tokens", max_tokens)
         if cwd is not None and not Path(cwd).is_dir():
             raise NotADirectoryError(f"cwd {str(cwd)!r} is not an existing directory")
         self.id = uuid.uuid4().hex
@@ -1024,6 +1040,7 @@ class Session:
 
     @max_budget_usd.setter
     def max_budget_usd(self, value: float | None) -> None:
+        _check_budget("max_budget_usd", value)
         self._core.config = dataclasses.replace(self._core.config, max_budget_usd=value)
 
     @property
@@ -1032,6 +1049,7 @@ class Session:
 
     @max_tokens.setter
     def max_tokens(self, value: int | None) -> None:
+        _check_budget("max_tokens", value)
         self._core.max_tokens = value
 
     @property
@@ -1184,6 +1202,9 @@ class Session:
                     if isinstance(event, TurnEnded):
                         finished = True
                         break
+                if not finished and len(batch) < _BURST:
+                    # Let a stream of deltas gather: one wake-up per few ms, not per delta.
+                    await asyncio.sleep(_LINGER_S)
             await asyncio.wrap_future(running)
         finally:
             if not finished and not running.done():
@@ -1461,6 +1482,75 @@ class Session:
             **options,
         )
 
+    def set_replay_key(self, record: TurnRecord, key: str) -> None:
+        """Give a turn of this session its replay key (kept with the turn in the store), so
+        an unchanged cell can later replay it (`agentkernel.replay`)."""
+        record.replay_key = key
+        self._core.persist(lambda s: s.set_replay_key(self.id, record.number, key))
+
+    async def record_replay(
+        self, source: TurnRecord, source_session_id: str, backend_session_id: str | None
+    ) -> TurnRecord:
+        """Append a recorded turn to this session without running the agent: its events,
+        re-stamped as this session's next turn, go into the history and the store, marked
+        as a replay at no cost. The next turn the agent runs forks `backend_session_id` (the
+        recorded conversation), so it carries the replayed history; forking leaves the
+        recorded conversation as it was."""
+
+        async def adopt() -> TurnRecord:
+            core = self._core
+            async with core.turn_lock:
+                core.turns_started += 1
+                number = core.turns_started
+                events = []
+                for event in source.events:
+                    core.seq += 1
+                    events.append(
+                        dataclasses.replace(
+                            event, session_id=core.session_id, turn=number, seq=core.seq
+                        )
+                    )
+                origin = f"{source_session_id}:{source.number}"
+                record = TurnRecord(
+                    number,
+                    source.prompt,
+                    status="completed",
+                    events=events,
+                    stop_reason=source.stop_reason,
+                    backend_session_id=backend_session_id,
+                    replay_key=source.replay_key,
+                    replayed_from=origin,
+                )
+                core.history.append(record)
+                for event in events:
+                    core._track(event)
+                    if isinstance(event, SessionStarted) and event.model:
+                        core.reported_model = event.model
+
+                def write(store: Store) -> None:
+                    store.start_turn(core.session_id, number, source.prompt)
+                    for event in events:
+                        store.append(event)
+                    store.end_turn(
+                        core.session_id, number, "completed", stop_reason=source.stop_reason
+                    )
+                    if source.replay_key:
+                        store.set_replay_key(core.session_id, number, source.replay_key, origin)
+
+                core.persist(write)
+                if backend_session_id and backend_session_id != core.backend_session_id:
+                    if core.backend is not None:
+                        stale, core.backend = core.backend, None
+                        with contextlib.suppress(Exception):
+                            await stale.close()
+                    if core.state == "connected":
+                        core.state = "new"
+                    core.backend_session_id = backend_session_id
+                    core.config = dataclasses.replace(core.config, fork=True)
+                return record
+
+        return await _runtime.call(adopt())
+
     async def clear(self) -> None:
         """Start a fresh conversation in this session: history cleared, while `stats` and the
         budgets keep counting every turn ever run."""
@@ -1516,6 +1606,8 @@ def _turn_record(turn: StoredTurn, events: list[Event]) -> TurnRecord:
         model_calls=turn.model_calls,
         stop_reason=turn.stop_reason or "",
         error=turn.error,
+        replay_key=turn.replay_key,
+        replayed_from=turn.replayed_from,
     )
 
 

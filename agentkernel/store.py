@@ -153,6 +153,21 @@ class SessionRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``SessionRecord.from_dict`` gives back an equal record)."""
+        data = dataclasses.asdict(self)
+        data["metadata"] = dict(self.metadata)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionRecord:
+        """A record from `to_dict` output; unknown keys (a newer version's) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in names}
+        if isinstance(fields.get("usage"), dict):
+            fields["usage"] = Usage(**fields["usage"])
+        return cls(**fields)
+
 
 @dataclass(frozen=True, kw_only=True)
 class StoredTurn:
@@ -171,6 +186,11 @@ class StoredTurn:
     error: str | None
     pid: int | None
     host: str | None
+    replay_key: str | None = None
+    """What the turn was asked, as a digest (`agentkernel.replay`): an unchanged notebook cell
+    finds its recorded turn by it."""
+    replayed_from: str | None = None
+    """``SESSION_ID:TURN`` of the recorded turn this one replays (None: the agent ran it)."""
 
 
 _USAGE_COLUMNS = tuple(f.name for f in dataclasses.fields(Usage))
@@ -251,7 +271,17 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_schema_v1]
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    """Replay keys on turns (`agentkernel.replay`), indexed: a cell's lookup is one probe."""
+    conn.execute("ALTER TABLE turns ADD COLUMN replay_key TEXT")
+    conn.execute("ALTER TABLE turns ADD COLUMN replayed_from TEXT")
+    conn.execute(
+        "CREATE INDEX turns_by_replay_key ON turns (replay_key, started_at) "
+        "WHERE replay_key IS NOT NULL"
+    )
+
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2]
 """``MIGRATIONS[n]`` takes a database from schema version n to n + 1 (version 0: empty file).
 Append a function for each schema change; never edit a released one."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -565,6 +595,32 @@ class Store:
             )
 
         self._write(_Write(f"the end of turn {number} of session {session_id[:8]}", record))
+
+    def set_replay_key(
+        self, session_id: str, number: int, key: str, replayed_from: str | None = None
+    ) -> None:
+        """Record the replay key of a turn (and, for a replayed turn, which one it replays).
+        Queued in order with the turn's other writes, so it lands after its `start_turn`."""
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE turns SET replay_key = ?, replayed_from = ? "
+                "WHERE session_id = ? AND number = ?",
+                (key, replayed_from, session_id, number),
+            )
+
+        self._write(_Write(f"the replay key of turn {number} of session {session_id[:8]}", record))
+
+    def find_replay(self, key: str) -> StoredTurn | None:
+        """The newest completed turn the agent itself ran with this replay key (a replay of a
+        turn is never the source of another: they all point at the original)."""
+        self.flush()
+        rows = self._query(
+            "SELECT * FROM turns WHERE replay_key = ? AND status = 'completed' "
+            "AND replayed_from IS NULL ORDER BY started_at DESC LIMIT 1",
+            (key,),
+        )
+        return _stored_turn(rows[0]) if rows else None
 
     def turns(self, session_id: str) -> list[StoredTurn]:
         rows = self._query(

@@ -102,16 +102,17 @@ class LabServer:
 
 @contextmanager
 def jupyter_lab(
-    root: Path, env: dict[str, str], log: Path, *, timeout: float = 60.0
+    root: Path, env: dict[str, str], log: Path, *, timeout: float = 60.0, app: str = "jupyterlab"
 ) -> Iterator[LabServer]:
-    """Start JupyterLab on 127.0.0.1 serving ``root`` with ``env`` (its kernels inherit it);
-    yield once ``/api/status`` answers; stop it (and its kernels) on the way out."""
+    """Start JupyterLab (or, with ``app="notebook"``, Notebook 7) on 127.0.0.1 serving
+    ``root`` with ``env`` (its kernels inherit it); yield once ``/api/status`` answers; stop it
+    (and its kernels) on the way out."""
     port = free_port()
     token = secrets.token_hex(16)
     command = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        app,
         "--no-browser",
         f"--port={port}",
         "--ServerApp.port_retries=0",
@@ -119,11 +120,14 @@ def jupyter_lab(
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.open_browser=False",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
         "--ServerApp.terminals_enabled=False",
     ]
+    if app == "jupyterlab":
+        command += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
     if os.geteuid() == 0:
         command.append("--allow-root")
     with log.open("wb") as sink:

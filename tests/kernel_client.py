@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,9 +63,22 @@ class KernelDriver:
     def __init__(self, client: BlockingKernelClient) -> None:
         self.client = client
 
-    def start(self, code: str, *, allow_stdin: bool = False) -> CellRun:
-        msg_id = self.client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
-        return CellRun(msg_id)
+    def start(self, code: str, *, allow_stdin: bool = False, cell_id: str | None = None) -> CellRun:
+        """Send an execute_request; ``cell_id`` goes in its metadata as JupyterLab sends it."""
+        if cell_id is None:
+            msg_id = self.client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
+            return CellRun(msg_id)
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": allow_stdin,
+            "stop_on_error": False,
+        }
+        msg = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+        self.client.shell_channel.send(msg)
+        return CellRun(msg["header"]["msg_id"])
 
     def pump(self, run: CellRun, until: float = 0.1) -> None:
         """Collect iopub messages for `run` for `until` seconds."""
@@ -101,8 +115,21 @@ class KernelDriver:
         )
         return run
 
-    def run(self, code: str, *, allow_stdin: bool = False, timeout: float = 120.0) -> CellRun:
-        return self.finish(self.start(code, allow_stdin=allow_stdin), timeout)
+    def run(
+        self,
+        code: str,
+        *,
+        allow_stdin: bool = False,
+        timeout: float = 120.0,
+        cell_id: str | None = None,
+    ) -> CellRun:
+        return self.finish(self.start(code, allow_stdin=allow_stdin, cell_id=cell_id), timeout)
+
+    def announce_widget_support(self) -> None:
+        """What a front end with a widget manager (JupyterLab, Notebook 7) does on connecting:
+        open the ``jupyter.widget.control`` comm to fetch the kernel's widgets."""
+        content = {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget.control", "data": {}}
+        self.client.shell_channel.send(self.client.session.msg("comm_open", content))
 
     def send_comm(self, comm_id: str, data: dict[str, Any]) -> None:
         """A comm_msg on the shell channel, exactly as a front end sends a widget event."""

@@ -35,9 +35,9 @@ def test_demo_serves_the_quickstart_with_the_scripted_model(tmp_path: Path) -> N
             "-m",
             "agentkernel",
             "demo",
-            "notebooks/quickstart.ipynb",
-            "--no-browser",
-            f"--port={port}",
+            "--no-browser",  # options first, no notebook named: the quickstart
+            "--port",
+            str(port),
             f"--ServerApp.token={token}",
             "--ServerApp.ip=127.0.0.1",
         ],
@@ -65,6 +65,11 @@ def test_demo_serves_the_quickstart_with_the_scripted_model(tmp_path: Path) -> N
                 time.sleep(0.5)
         assert status is not None and status["type"] == "notebook", "JupyterLab did not serve it"
         assert model_url[0] == "http"
+        # The URL it prints opens the notebook, not the launcher.
+        printed = ""
+        while demo.stdout and "/lab/tree/" not in printed and time.monotonic() < deadline:
+            printed = demo.stdout.readline()
+        assert f"127.0.0.1:{port}/lab/tree/quickstart.ipynb" in printed, printed
     finally:
         children = psutil.Process(demo.pid).children(recursive=True)
         demo.send_signal(signal.SIGINT)
@@ -86,3 +91,14 @@ def test_demo_without_the_notebook_says_what_to_do(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "not found" in result.stderr and "python -m agentkernel demo PATH" in result.stderr
+
+
+def test_demo_help_documents_its_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agentkernel", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "--port PORT" in result.stdout and "--no-browser" in result.stdout

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import psutil
 import pytest
 from IPython.testing.globalipapp import start_ipython
@@ -171,6 +172,7 @@ def test_an_approval_click_answers_the_running_prompt(
         Reply(match="tool_result", blocks=[text("File made.")]),
     )
     _, driver = start_kernel()
+    driver.announce_widget_support()
     run = driver.start("make the file", allow_stdin=True)  # a front end that shows widgets
     driver.wait_for(run, lambda m: widget_state(m).get("description") == "Allow")
     for msg in run.of_type("comm_open"):
@@ -196,26 +198,42 @@ def widget_state(msg: dict[str, Any]) -> dict[str, Any]:
     return msg["content"]["data"].get("state", {})
 
 
+def write_notebook(path: Path, cell_ids: list[str]) -> None:
+    """A saved Agent-kernel notebook whose cells have these ids (what Jupyter writes)."""
+    notebook = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "agent", "display_name": "Agent", "language": "markdown"}}
+    )
+    notebook.cells = [nbformat.v4.new_code_cell(f"prompt of {i}", id=i) for i in cell_ids]
+    nbformat.write(notebook, path)
+
+
 def test_a_restart_continues_the_notebook_session_and_new_starts_fresh(
-    server: ScriptedModelServer, start_kernel: StartKernel, agent_env: dict[str, str]
+    server: ScriptedModelServer,
+    start_kernel: StartKernel,
+    agent_env: dict[str, str],
+    workspace: Path,
 ) -> None:
     server.add(
         Reply(match="first prompt", blocks=[text("One.")]),
         Reply(match="second prompt", blocks=[text("Two.")]),
         Reply(match="third prompt", blocks=[text("Three.")], times=0),
     )
-    km, driver = start_kernel(JPY_SESSION_NAME="notes/analysis.ipynb")
-    assert driver.run("the first prompt").status == "ok"
-    assert driver.run("the second prompt").status == "ok"
+    notebook = workspace / "analysis.ipynb"
+    write_notebook(notebook, ["cell-1", "cell-2"])
+    km, driver = start_kernel(JPY_SESSION_NAME=str(notebook))
+    assert driver.run("the first prompt", cell_id="cell-1").status == "ok"
+    assert driver.run("the second prompt", cell_id="cell-2").status == "ok"
     before = [p.pid for p in cli_processes(agent_env["CLAUDE_CONFIG_DIR"])]
     assert before, "no agent process ran the turns"
 
     km.restart_kernel()
     driver.client.wait_for_ready(timeout=60)
     assert wait_until_gone(before) == [], "the restart left the old agent running"
-    third = driver.run("the third prompt")
+    # A new cell (not in the saved file yet): the file's cells say which notebook this is.
+    third = driver.run("the third prompt", cell_id="cell-3")
     assert third.status == "ok", third.error
     assert "continuing this notebook's session 'default'" in third.stdout
+    assert "2 earlier turn(s)" in third.stdout and "`%agent new`" in third.stdout
     assert "the first prompt" in sent_prompts(server)
     assert "the second prompt" in sent_prompts(server)
 
@@ -224,11 +242,59 @@ def test_a_restart_continues_the_notebook_session_and_new_starts_fresh(
     assert "the first prompt" not in sent_prompts(server)
 
     # Another notebook has its own session.
-    _, other = start_kernel(JPY_SESSION_NAME="notes/other.ipynb")
-    run = other.run("the third prompt, elsewhere")
+    other_file = workspace / "other.ipynb"
+    write_notebook(other_file, ["other-1"])
+    _, other = start_kernel(JPY_SESSION_NAME=str(other_file))
+    run = other.run("the third prompt, elsewhere", cell_id="other-1")
     assert run.status == "ok", run.error
     assert "continuing" not in run.stdout
     assert "the first prompt" not in sent_prompts(server)
+
+
+def test_a_notebook_is_known_by_its_cells_not_its_name(
+    server: ScriptedModelServer, start_kernel: StartKernel, workspace: Path
+) -> None:
+    """Rename Untitled.ipynb and create a new notebook (it takes the freed name): the new one
+    starts fresh, the renamed one continues, a copy continues a fork; each says so."""
+    server.add(Reply(match="word", blocks=[text("Noted.")], times=0))
+    untitled = workspace / "Untitled.ipynb"
+    write_notebook(untitled, ["a-1"])
+    km, driver = start_kernel(JPY_SESSION_NAME=str(untitled))
+    assert driver.run("remember the word tulip", cell_id="a-1").status == "ok"
+    driver.client.stop_channels()
+    km.shutdown_kernel()
+
+    renamed = workspace / "analysis.ipynb"
+    untitled.rename(renamed)
+    write_notebook(untitled, ["b-1"])
+    km, fresh = start_kernel(JPY_SESSION_NAME=str(untitled))
+    run = fresh.run("which word did I say?", cell_id="b-1")
+    assert run.status == "ok", run.error
+    assert "continuing" not in run.stdout
+    assert "belong to a notebook that was renamed, moved or replaced" in run.stdout
+    assert "tulip" not in sent_prompts(server)
+    fresh.client.stop_channels()
+    km.shutdown_kernel()
+
+    km, moved = start_kernel(JPY_SESSION_NAME=str(renamed))
+    run = moved.run("which word, after the rename?", cell_id="a-2")
+    assert run.status == "ok", run.error
+    assert "continuing this notebook's session 'default'" in run.stdout
+    assert "last used as Untitled.ipynb" in run.stdout
+    assert "tulip" in sent_prompts(server)
+    original_id = moved.run("%%python\nprint(__agentkernel__.sessions.get().id)").stdout.strip()
+    moved.client.stop_channels()
+    km.shutdown_kernel()
+
+    copy = workspace / "analysis-Copy1.ipynb"
+    copy.write_bytes(renamed.read_bytes())
+    _, copied = start_kernel(JPY_SESSION_NAME=str(copy))
+    run = copied.run("which word, in the copy?", cell_id="a-3")
+    assert run.status == "ok", run.error
+    assert "this notebook is a copy of analysis.ipynb" in run.stdout
+    assert "tulip" in sent_prompts(server)
+    fork_id = copied.run("%%python\nprint(__agentkernel__.sessions.get().id)").stdout.strip()
+    assert fork_id and fork_id != original_id
 
 
 def test_on_start_new_starts_a_new_session_after_a_restart(

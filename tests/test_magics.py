@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import nbformat
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.session import Session
 
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
@@ -333,3 +335,99 @@ def test_insert_code_offers_the_answers_code_block_as_the_next_cell(
     payload = (run.reply or {})["content"]["payload"]
     offered = [p for p in payload if p.get("source") == "set_next_input"]
     assert offered and offered[0]["text"] == "import math\nprint(math.pi)"
+
+
+def test_bad_options_are_refused_at_once_and_change_nothing(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver]
+) -> None:
+    """One validation per option, for new and existing sessions alike; every refusal is one
+    clear line that says what is valid, and leaves the sessions as they were."""
+    server.add(Reply(blocks=[text("ok")], times=0))
+    _, driver = kernel
+    assert driver.run("%%agent --max-budget 5\nfirst").status == "ok"
+    asked = len(server.requests)
+    for line in (
+        "%%agent --max-budget -1\nagain",  # an existing session
+        "%%agent --new -s fresh --max-budget -1\nagain",  # a new one
+        "%%agent --max-budget nan\nagain",
+    ):
+        run = driver.run(line)
+        assert run.status == "error" and "--max-budget: must be 0 or more" in run.error, run.error
+    refused = driver.run("%agent new side --max-budget -0.5")
+    assert refused.status == "error" and "must be 0 or more" in refused.error
+    assert len(server.requests) == asked, "a refused cell reached the model"
+    assert "of $5.0000" in driver.run("%agent stats").stdout
+    listing = driver.run("%agent list").stdout
+    assert "* default" in listing and "side" not in listing and "fresh" not in listing
+
+    frob = driver.run("%%agent --frob\nhi")
+    assert frob.status == "error" and "unrecognized arguments: --frob" in frob.error
+    assert "valid options: --session/-s NAME" in frob.error and "--max-budget USD" in frob.error
+
+    # A resume of an id that exists nowhere: an error now, not a failing turn later.
+    resume = driver.run("%agent resume does-not-exist")
+    assert resume.status == "error", resume.stdout
+    assert "no session 'does-not-exist' anywhere" in resume.error
+    assert "`%agent sessions`" in resume.error
+    assert "* default" in driver.run("%agent list").stdout
+
+    # A file that cannot be written: one line saying why.
+    export = driver.run("%agent export /proc/nowhere/x.md")
+    assert export.status == "error"
+    assert "cannot write /proc/nowhere/x.md: No such file or directory" in export.error
+    assert "Traceback" not in export.error and len(export.error.splitlines()) == 1
+
+    helped = driver.run("%agent help").stdout
+    assert helped.startswith("usage: %agent "), helped[:80]
+    assert "::" not in helped and "%%agent resume" not in helped
+    assert "A %%agent cell sends a turn." in helped
+
+
+def test_a_client_without_widgets_does_not_kill_the_approval(
+    server: ScriptedModelServer, kernel: tuple[KernelManager, KernelDriver], workspace: Path
+) -> None:
+    """A second connection to the kernel that cannot show widgets (Notebook 7's file-list tab,
+    a console attached with --existing) answers every comm_open with a comm_close. The turn's
+    widgets survive it: the click of the page that shows them still answers the cell."""
+    server.add(
+        Reply(match="make", blocks=[tool_use("Bash", {"command": "echo hi > survived.txt"})]),
+        Reply(match="tool_result", blocks=[text("Made despite the other tab.")]),
+    )
+    km, driver = kernel
+    # A client of its own (its own session id: sharing the first's would steal its replies).
+    other = km.client(session=Session(key=km.session.key))
+    other.start_channels()
+    try:
+        other.wait_for_ready(timeout=30)
+        driver.announce_widget_support()
+        run = driver.start("%%agent\nmake the file", allow_stdin=True)
+        closed: set[str] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # The other client: "Exception opening new comm", then a comm_close for each.
+            try:
+                msg = other.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                msg = None
+            if msg is not None and msg["msg_type"] == "comm_open":
+                comm_id = msg["content"]["comm_id"]
+                other.shell_channel.send(other.session.msg("comm_close", {"comm_id": comm_id}))
+                closed.add(comm_id)
+            driver.pump(run, 0.01)
+            if any(_has_button("agentkernel-allow")(m) for m in run.iopub) and closed >= {
+                m["content"]["comm_id"] for m in run.of_type("comm_open")
+            }:
+                break
+        assert any(_has_button("agentkernel-allow")(m) for m in run.iopub), [
+            (m["msg_type"], str(m["content"])[:300]) for m in run.iopub[-8:]
+        ]
+        allow = _button(run, "agentkernel-allow")
+        assert allow in closed, "the other client never closed the Allow button"
+        _announce_views(driver, run)
+        _click(driver, allow)
+        driver.finish(run, timeout=60)
+    finally:
+        other.stop_channels()
+    assert run.status == "ok", run.error
+    assert (workspace / "survived.txt").read_text() == "hi\n"
+    assert "Made despite the other tab." in "".join(run.outputs())

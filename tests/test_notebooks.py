@@ -20,6 +20,7 @@ from nbclient import NotebookClient
 
 from agentkernel._demo import demo_script
 from agentkernel.kernel._demo_script import agent_kernel_script
+from agentkernel.notebook._analysis_script import analysis_script
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
 HERE = Path(__file__).resolve().parent
@@ -28,6 +29,7 @@ SANITIZE = HERE / "nbval_sanitize.cfg"
 SCRIPTS: dict[str, Callable[[], list[Reply]]] = {
     "quickstart.ipynb": demo_script,  # %load_ext agentkernel on the python3 kernel
     "agent-kernel.ipynb": agent_kernel_script,  # the Agent kernel
+    "analysis.ipynb": analysis_script,  # the notebook tools on a DataFrame
 }
 
 

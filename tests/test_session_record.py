@@ -182,3 +182,22 @@ async def test_figures_are_honest_and_metadata_is_saved(server, make_session: Ma
     assert session.store is not None
     assert session.store.get_session(session.id).metadata == {"owner": "ada"}
     assert session.workspace.is_dir()
+
+
+def test_a_session_record_round_trips_through_json(tmp_path: Path) -> None:
+    import json
+
+    store = Store(str(tmp_path / "s.db"))
+    session = Session(
+        FakeBackend,
+        store=store,
+        metadata={"owner": "ada"},
+        backend_options={"script": [FakeTurn(None, [Say("hi")])]},
+    )
+    session.sync.send("hello")
+    record = store.get_session(session.id)
+    assert record is not None and record.usage.total_tokens
+    again = type(record).from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again == record
+    session.sync.close()
+    store.close()

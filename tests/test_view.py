@@ -27,6 +27,7 @@ from agentkernel.events import (
     ToolCall,
     TurnEnded,
 )
+from agentkernel.notebook._widget import TextBox
 from agentkernel.notebook.prompts import QuestionPrompt
 from agentkernel.notebook.view import TurnView
 
@@ -348,7 +349,7 @@ def test_multi_select_question_submits_checked_options_in_order() -> None:
     boxes[0].value = True
     buttons["dev"].click()  # selects: two questions, so nothing is sent yet
     assert not future.done()
-    _find(prompt, widgets.Text)[1].value = "feature/x"  # free text wins over the selection
+    _find(prompt, TextBox)[1].value = "feature/x"  # free text wins over the selection
     buttons["Submit"].click()
     assert future.result().answers == {"Which checks?": "lint, tests", "Branch?": "feature/x"}
     assert prompt.settled and all(b.disabled for b in buttons.values())

@@ -1,7 +1,9 @@
 """What an Agent kernel cell is: a prompt for the agent, or Python.
 
 A cell is a prompt unless its first non-blank line starts with ``%`` (a magic: ``%agent``,
-``%%bash``, ``%time``...) or ``!`` (a shell command), or is exactly ``%%python``. The
+``%%bash``, ``%time``...) or ``!`` (a shell command), or is exactly ``%%python``, or the
+whole cell is ``exit`` or ``quit`` (what a console user types to leave: IPython's own exit,
+never a prompt for the agent). The
 ``%%python`` line is the kernel's own marker: it is removed and the rest runs as Python.
 IPython has a ``%%python`` script magic of its own (it runs the cell in a subprocess); the
 marker shadows it here because the point of a Python cell in this kernel is the shared
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 PYTHON_MARKER = "%%python"
+EXIT_WORDS = frozenset({"exit", "quit", "exit()", "quit()"})
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class Cell:
     kind: Literal["prompt", "python"]
     source: str
     offset: int
+    python_marker: bool = False
+    """The cell starts with the ``%%python`` line."""
 
     def cursor(self, cursor_pos: int) -> int:
         """A cursor position in the cell, as a position in ``source`` (clamped to it)."""
@@ -42,7 +47,7 @@ def classify(code: str) -> Cell:
     first, newline, _ = code[start:].partition("\n")
     if first.strip() == PYTHON_MARKER:
         offset = start + len(first) + len(newline)
-        return Cell("python", code[offset:], offset)
-    if stripped.startswith(("%", "!")):
+        return Cell("python", code[offset:], offset, python_marker=True)
+    if stripped.startswith(("%", "!")) or stripped.rstrip() in EXIT_WORDS:
         return Cell("python", code[start:], start)
     return Cell("prompt", code[start:], start)

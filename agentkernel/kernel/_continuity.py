@@ -1,9 +1,10 @@
 """Which stored session a starting Agent kernel continues.
 
-Sessions are kept in agentkernel's session store (`agentkernel.store`) with the notebook they
-belong to. Jupyter Server tells a kernel its notebook in ``JPY_SESSION_NAME`` (VS Code in
-``__vsc_ipynb_file__``); a kernel started without one (``jupyter console``, a test harness)
-is keyed by its working directory instead, so a restart in the same place still continues.
+A notebook's kernel continues the notebook's own session, found by the notebook's identity (its
+cells, `agentkernel.notebook.continuity`), never by its path alone. A kernel started without a
+notebook (``jupyter console``, a test harness) has no cells to go by: it continues the last
+session started in its working directory, so a console restarted in the same folder goes on
+where it left off.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..notebook.magics import notebook_path
-from ..store import SessionRecord, Store
+from ..notebook import continuity
+from ..store import Store
 
 
-def notebook_key(shell: Any) -> tuple[str, bool]:
-    """The key this kernel's sessions are stored under, and whether it is the working-directory
-    fallback (no notebook path known)."""
-    path = notebook_path(shell)
-    return (path, False) if path else (os.getcwd(), True)
+def session_options(shell: Any) -> dict[str, Any]:
+    """Session options that place this kernel's sessions: in its folder, for a kernel without
+    a notebook (so `starting_match` finds them again)."""
+    return {} if continuity.notebook_path(shell) else {"notebook_path": os.getcwd()}
 
 
-def last_session(store: Store, notebook: str, backend: str) -> SessionRecord | None:
-    """The most recently used session of `notebook` on `backend` that reached its agent (has a
-    backend session id: there is a conversation to continue)."""
-    records = store.list_sessions(notebook=notebook, backend=backend, limit=None)
+def starting_match(store: Store, shell: Any, backend: str) -> continuity.Match | None:
+    """The session a kernel starting now continues, before any cell has run."""
+    origin = continuity.Origin.of(shell)
+    if origin.path:
+        return continuity.find(store, origin, backend=backend)
+    records = store.list_sessions(notebook=os.getcwd(), backend=backend, limit=None)
     resumable = [r for r in records if r.backend_session_id]
-    return max(resumable, key=lambda r: r.updated_at, default=None)
+    last = max(resumable, key=lambda r: r.updated_at, default=None)
+    return continuity.Match(last, "same") if last is not None else None

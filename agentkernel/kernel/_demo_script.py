@@ -7,7 +7,7 @@ matched on that notebook's prompts. Run the notebook offline with them::
 
 from __future__ import annotations
 
-from .._demo import LABEL
+from .._demo import LABEL, PACE
 from ..testing import Reply, text
 
 
@@ -24,6 +24,7 @@ def agent_kernel_script() -> list[Reply]:
                 )
             ],
             times=0,
+            **PACE,
         ),
         Reply(
             match="most expensive",
@@ -31,10 +32,12 @@ def agent_kernel_script() -> list[Reply]:
                 text(f"{LABEL} The **fig**, at 2.5: more than half of the 4.55 the basket costs.")
             ],
             times=0,
+            **PACE,
         ),
         Reply(
             match="first thing I asked",
             blocks=[text(f"{LABEL} You first asked what I can do in this notebook.")],
             times=0,
+            **PACE,
         ),
     ]

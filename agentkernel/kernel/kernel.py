@@ -97,6 +97,12 @@ class AgentKernel(IPythonKernel):
         self._notice: str | None = None
         self._help: str | None = None
         self._executing: str | None = None
+        self._fresh: Session | None = None
+        """The session the warm-up started new, until the first prompt: that prompt's cell may
+        show the notebook is one with a stored session after all (its file was not saved)."""
+        from ..notebook import _clients
+
+        _clients.install(self, at_start=True)
 
     @property
     def banner(self) -> str:  # type: ignore[override]
@@ -113,7 +119,7 @@ class AgentKernel(IPythonKernel):
         kernel is ready sooner without the live view's imports."""
         if self._magics is None:
             from ..notebook.magics import load
-            from ._continuity import notebook_key
+            from ._continuity import session_options
 
             # First: IPython's own cleanup (prompt strippers for ">>> " and "In [1]:") must
             # not edit a prompt.
@@ -123,9 +129,7 @@ class AgentKernel(IPythonKernel):
                 magics.default_backend = self.backend
             if self.model:
                 magics.default_model = self.model
-            key, is_cwd = notebook_key(self.shell)
-            if is_cwd:
-                magics.session_options = {"notebook_path": key, **magics.session_options}
+            magics.session_options = {**session_options(self.shell), **magics.session_options}
             self._magics = magics
         return self._magics
 
@@ -161,26 +165,60 @@ class AgentKernel(IPythonKernel):
             self._warmed_up.set()
 
     def _start_session(self, magics: AgentMagics) -> tuple[Session, bool]:
-        """The kernel's session: this notebook's last one (if resuming), else a new one."""
-        from ._continuity import last_session, notebook_key
+        """The kernel's session: this notebook's own (if resuming), else a new one."""
+        from ..notebook import continuity
+        from ._continuity import starting_match
 
-        registry = magics.sessions
         store = shared_store()
         if self.on_start == "resume" and store is not None:
-            record = last_session(store, notebook_key(self.shell)[0], magics.default_backend)
-            if record is not None:
-                options = {}
-                if magics.default_permission_mode:
-                    options["permission_mode"] = magics.default_permission_mode
-                session = Session.resume(record.id, store=store, **options)
-                registry.add(record.name or registry.current, session)
-                registry.use(session.name)
+            match = starting_match(store, self.shell, magics.default_backend)
+            if match is not None:
+                return self._adopt(magics, match), True
+            others = continuity.strangers(store, continuity.Origin.of(self.shell))
+            if others:
                 self._notice = (
-                    f"(continuing this notebook's session {session.name!r}, {session.id[:8]}: "
-                    f"{len(session.history)} earlier turn(s); `%agent new` starts a new one)"
+                    f"(a new session: the {len(others)} stored session(s) of a notebook once at "
+                    "this path belong to a notebook that was renamed, moved or replaced, not to "
+                    "this one; `%agent sessions` lists them, `%agent resume ID` continues one)"
                 )
-                return session, True
-        return _new_session(magics, registry.current), False
+        self._fresh = _new_session(magics, magics.sessions.current)
+        return self._fresh, False
+
+    def _adopt(self, magics: AgentMagics, match: Any) -> Session:
+        """Continue the matched session (a fork of it, for a copied notebook)."""
+        from ..notebook import continuity
+
+        options = {}
+        if magics.default_permission_mode:
+            options["permission_mode"] = magics.default_permission_mode
+        session = Session.resume(match.record.id, store=shared_store(), **options)
+        turns = len(session.history)
+        if match.how == "copy":
+            session = session.fork(notebook_path=continuity.notebook_path(self.shell))
+        registry = magics.sessions
+        registry.add(match.record.name or registry.current, session)
+        registry.use(session.name)
+        self._notice = f"({match.describe(turns)})"
+        return session
+
+    async def _check_identity(self, cell_id: str | None) -> None:
+        """At the first prompt: a session the warm-up started new gives way to the stored one
+        this cell ran a turn of (a notebook whose file did not yet hold its cells)."""
+        from ..notebook import continuity
+
+        fresh, self._fresh = self._fresh, None
+        store = shared_store()
+        if fresh is None or not cell_id or store is None or fresh.history:
+            return
+        origin = continuity.Origin(continuity.notebook_path(self.shell), cell_id)
+        match = continuity.find(store, origin, backend=fresh.backend_name)
+        if match is None or match.record.id == fresh.id:
+            return
+        with contextlib.suppress(Exception):
+            await fresh.close()
+        with contextlib.suppress(Exception):
+            store.delete(fresh.id)  # it never ran a turn
+        self._adopt(self.magics, match)
 
     async def _connect(self, magics: AgentMagics, session: Session, resumed: bool) -> None:
         try:
@@ -240,7 +278,10 @@ class AgentKernel(IPythonKernel):
                 "user_expressions": {},
                 "payload": [],
             }
-        if self._notice and classify(code).kind == "prompt":
+        kind = classify(code).kind
+        if kind == "prompt" and self._fresh is not None:
+            await self._check_identity(cell_id)
+        if self._notice and kind == "prompt":
             print(self._notice)
             self._notice = None
         self._executing = code if code.endswith("\n") else code + "\n"
@@ -272,9 +313,13 @@ class AgentKernel(IPythonKernel):
         return agent_cell_transformer(["%%agent\n", *cell.source.splitlines(keepends=True)])
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+        """A console runs a cell on Enter when it is complete. A prompt is; a ``%%python``
+        line alone is not (its code comes on the next lines)."""
         cell = classify(code)
         if cell.kind == "prompt":
             return {"status": "complete"}
+        if cell.python_marker and not cell.source.strip():
+            return {"status": "incomplete", "indent": ""}
         return super().do_is_complete(cell.source)
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]

@@ -9,6 +9,9 @@ compiles it; IPython then runs it with top-level await. Calling the cell magic d
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import math
 import os
 import re
 import shlex
@@ -26,21 +29,42 @@ from IPython.core.magic_arguments import (
 )
 from traitlets import Dict, Enum, Unicode
 
-from .. import _runtime, export
+from .. import _runtime, export, replay
 from ..backends import DEFAULT_BACKEND, available_backends
 from ..errors import AgentKernelError
 from ..permissions import PERMISSION_MODES, validate_mode
 from ..session import Session, TurnRecord, shared_store
-from ..store import Store
-from . import context
+from ..store import Store, StoreError
+from . import _clients, context, continuity
 from . import tools as kernel_tools
 from .sessions import SessionRegistry
-from .turn import FRONTENDS, detect_frontend, run_cell_turn
+from .turn import (
+    FRONTENDS,
+    cell_id,
+    detect_frontend,
+    replay_cell_turn,
+    run_cell_turn,
+    widget_probe,
+)
 
 HANDLE = "__agentkernel__"
 """Name under which the magics object sits in the user namespace (hidden from %who)."""
 
 _CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|ipython)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def budget_usd(value: str) -> float:
+    """The one check of a budget, for ``%%agent --max-budget`` and ``%agent new --max-budget``
+    alike, new session or existing: an amount of USD, 0 or more."""
+    try:
+        amount = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"takes an amount in USD, like 2.50, not {value!r}"
+        ) from None
+    if not math.isfinite(amount) or amount < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (USD), not {value}")
+    return amount
 
 
 @magics_class
@@ -67,13 +91,15 @@ class AgentMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.sessions = SessionRegistry()
         self._subcommands = _subcommand_parser()
+        self.replay_policy: replay.Policy | None = None
+        """This notebook's replay setting (`%agent replay`); None: the front end's default."""
 
     def session_defaults(self) -> dict[str, Any]:
         return {
             "backend": self.default_backend,
             "model": self.default_model,
             "permission_mode": self.default_permission_mode,
-            "notebook_path": notebook_path(self.shell),
+            "notebook_path": continuity.notebook_path(self.shell),
             **self.session_options,
         }
 
@@ -86,24 +112,41 @@ class AgentMagics(Magics):
         return store
 
     def _continue_stored(self, name: str) -> Session | None:
-        """This notebook's last session of that name, if one is stored: after a kernel
-        restart (or reopening the notebook) a cell continues where it left off."""
-        path = notebook_path(self.shell)
+        """This notebook's session of that name, if one is stored (`continuity`): after a
+        kernel restart, a rename or reopening the notebook a cell continues where it left off;
+        a copied notebook continues a fork. The first output says which, and how to start
+        afresh."""
         store = shared_store()
-        if path is None or store is None:
+        if store is None:
             return None
-        for record in store.list_sessions(notebook=path, limit=None):
-            if record.name == name and record.backend_session_id:
-                session = Session.resume(record.id, store=store)
-                self.sessions.add(name, session)
-                print(f"(continuing session {name!r} of this notebook: {record.id[:8]})")
-                return session
-        return None
+        origin = continuity.Origin.of(self.shell, cell_id(self.shell))
+        match = continuity.find(store, origin, name=name)
+        if match is None:
+            others = continuity.strangers(store, origin, name=name)
+            if others:
+                print(
+                    f"(a new session {name!r}: the {len(others)} stored session(s) named so at "
+                    "this path belong to a notebook that was renamed, moved or replaced, not to "
+                    "this one; `%agent sessions` lists them, `%agent resume ID` continues one)"
+                )
+            return None
+        session = Session.resume(match.record.id, store=store)
+        turns = len(session.history)
+        if match.how == "copy":
+            session = session.fork(title=match.record.title, notebook_path=origin.path)
+        self.sessions.add(name, session)
+        print(f"({match.describe(turns)})")
+        return session
 
     # -- %%agent ------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("--session", "-s", help="Session name (default: the current one, 'default').")
+    @argument(
+        "--session",
+        "-s",
+        metavar="NAME",
+        help="Session name (default: the current one, 'default').",
+    )
     @argument("--backend", "-b", help="Backend for a new session (default: claude).")
     @argument("--model", "-m", help="Model for a new session, or switch this one's model.")
     @argument("--new", action="store_true", help="Start a fresh session under this name.")
@@ -113,7 +156,7 @@ class AgentMagics(Magics):
         choices=PERMISSION_MODES,
         help="How tool requests are decided in this turn.",
     )
-    @argument("--max-budget", type=float, metavar="USD", help="Session budget in USD.")
+    @argument("--max-budget", type=budget_usd, metavar="USD", help="Session budget in USD.")
     @argument("-o", "--output", metavar="VAR", help="Store the turn's text in this variable.")
     @argument("--quiet", "-q", action="store_true", help="Show only the final answer.")
     @argument("--context", "-c", metavar="A,B", help="Attach summaries of these variables.")
@@ -123,6 +166,12 @@ class AgentMagics(Magics):
         help="Offer the answer's last Python code block as the next cell.",
     )
     @argument("--raw", action="store_true", help="Send the text as is: no {name} filling.")
+    @argument(
+        "--replay",
+        action="store_true",
+        help="Give back this cell's recorded turn (fails if it has none); no model call.",
+    )
+    @argument("--fresh", action="store_true", help="Run the agent even if a recorded turn matches.")
     @line_cell_magic
     def agent(self, line: str, cell: str | None = None) -> None:
         """%%agent [options]: send the cell to an agent session as one turn.
@@ -138,19 +187,73 @@ class AgentMagics(Magics):
 
     async def run_cell(self, line: str, body: str, frontend: str | None = None) -> None:
         """The body of a ``%%agent`` cell, awaited by the rewritten cell."""
-        args = parse_argstring(self.agent, line)
-        session = self._session_for(args)
+        args = self._cell_args(line)
         prompt = self._prompt(body, args)
-        detected = detect_frontend(self.shell, frontend or self.frontend)
-        record = await run_cell_turn(
-            self.shell,
-            session,
-            prompt,
-            frontend=detected,
-            permission_mode=args.permission_mode,
-            quiet=args.quiet,
+        session = self._session_for(args)
+        forced = frontend or self.frontend
+        detected = detect_frontend(self.shell, forced)
+        key = replay.replay_key(
+            backend=session.backend_name,
+            model=session.model,
+            prompt=prompt,
+            context=tuple(_context_names(args)),
+            permission_mode=args.permission_mode or session.permission_mode,
+            previous=replay.previous_key(session.history),
         )
+        recording = self._recording(args, key, prompt, session, headless=detected == "headless")
+        if recording is not None:
+            record = await replay_cell_turn(
+                self.shell, session, recording, frontend=detected, quiet=args.quiet
+            )
+        else:
+            record = await run_cell_turn(
+                self.shell,
+                session,
+                prompt,
+                frontend=detected,
+                permission_mode=args.permission_mode,
+                quiet=args.quiet,
+                probe=widget_probe(self.shell, forced),
+                replay_key=key,
+            )
+        origin = continuity.Origin.of(self.shell, cell_id(self.shell))
+        # A store that fails has said so; the turn itself is kept in memory.
+        with contextlib.suppress(StoreError):
+            continuity.remember(session.store, session, origin)
         self._after_turn(record, args)
+
+    def _recording(
+        self, args: Any, key: str, prompt: str, session: Session, *, headless: bool
+    ) -> replay.Recording | None:
+        """The recorded turn this cell replays, if its replay policy says so (`replay`)."""
+        cell: replay.Policy | None = "always" if args.replay else "never" if args.fresh else None
+        try:
+            policy = replay.resolve(cell, self.replay_policy, headless=headless)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if policy == "never":
+            return None
+        try:
+            found = replay.find(session.store, key)
+        except StoreError as exc:
+            if policy == "always":
+                raise UsageError(f"cannot replay: {exc}") from None
+            return None
+        if found is None and policy == "always":
+            raise UsageError(str(replay.missing(prompt, cell_id(self.shell)))) from None
+        return found
+
+    def _cell_args(self, line: str) -> Any:
+        """The ``%%agent`` line's options, checked before anything happens."""
+        try:
+            args = parse_argstring(self.agent, line)
+        except UsageError as exc:
+            raise UsageError(f"{exc}\n{_option_list(self.agent.parser)}") from None
+        if args.replay and args.fresh:
+            raise UsageError("--replay and --fresh contradict each other: pick one")
+        if args.output and not args.output.isidentifier():
+            raise UsageError(f"-o needs a variable name, not {args.output!r}")
+        return args
 
     def _session_for(self, args: Any) -> Session:
         name = args.session or self.sessions.current
@@ -187,8 +290,7 @@ class AgentMagics(Magics):
         namespace = self.shell.user_ns
         try:
             prompt = body if args.raw else context.interpolate(body, namespace)
-            names = [n.strip() for n in (args.context or "").split(",") if n.strip()]
-            prompt = context.attach(prompt, names, namespace)
+            prompt = context.attach(prompt, _context_names(args), namespace)
         except context.PromptContextError as exc:
             raise UsageError(str(exc)) from None
         if not prompt.strip():
@@ -197,8 +299,6 @@ class AgentMagics(Magics):
 
     def _after_turn(self, record: TurnRecord, args: Any) -> None:
         if args.output:
-            if not args.output.isidentifier():
-                raise UsageError(f"-o needs a variable name, not {args.output!r}")
             self.shell.user_ns[args.output] = record.text
         if args.insert_code:
             blocks = _CODE_BLOCK.findall(record.text)
@@ -225,6 +325,8 @@ class AgentMagics(Magics):
             command(self, args)
         except (KeyError, ValueError, AgentKernelError) as exc:
             raise UsageError(str(exc).strip("'\"")) from None
+        except OSError as exc:
+            raise UsageError(_os_error(exc)) from None
 
     def cmd_new(self, args: Any) -> None:
         name = args.name or self.sessions.free_name("session")
@@ -247,7 +349,13 @@ class AgentMagics(Magics):
         print(f"{'':2}{'name':16} {'backend':8} {'model':22} {'turns':>5} {'cost $':>9}  state")
         for name, s in items:
             mark = "* " if name == self.sessions.current else "  "
-            state = "closed" if s.is_finished else ("connected" if s.is_connected else "idle")
+            state = (
+                "closed"
+                if s.is_finished
+                else "parked"
+                if s.is_parked
+                else ("connected" if s.is_connected else "idle")
+            )
             stats = s.stats
             print(
                 f"{mark}{name:16} {s.backend_name:8} {s.model or '(default)':22} "
@@ -259,7 +367,23 @@ class AgentMagics(Magics):
         print(f"Current session: {args.name!r}")
 
     def cmd_resume(self, args: Any) -> None:
+        store = shared_store()
+        stored = store.get_session(args.id) if store is not None else None
+        if stored is None and not args.backend:
+            raise UsageError(
+                f"no session {args.id!r} anywhere: no stored session has that id, id prefix or "
+                "backend session id. `%agent sessions` lists the stored ones (ids in the first "
+                "column; `%agent sessions TEXT` searches). To continue an agent's own session "
+                "made outside agentkernel, name its backend: "
+                f"`%agent resume {args.id} --backend {DEFAULT_BACKEND}`"
+            )
+        if args.backend and args.backend not in available_backends():
+            raise UsageError(
+                f"unknown backend {args.backend!r}; available: {', '.join(available_backends())}"
+            )
         session = Session.resume(args.id, backend=args.backend)
+        if stored is None:
+            self._check_resumable(session, args.id)
         name = args.name or (
             session.name
             if session.name not in self.sessions
@@ -272,6 +396,21 @@ class AgentMagics(Magics):
             f"Session {name!r} resumes {session.id[:8]} ({turns} earlier turn(s)); it is now "
             "the current session."
         )
+
+    def _check_resumable(self, session: Session, ref: str) -> None:
+        """A backend session id we never stored: start the agent on it now, so a wrong id is
+        an error here and not at the next turn, and leaves nothing behind."""
+        try:
+            _runtime.call_sync(session.connect())
+        except Exception as exc:
+            _runtime.call_sync(session.close())
+            if session.store is not None:
+                session.store.delete(session.id)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise UsageError(
+                f"could not resume {ref!r} on {session.backend_name}: {reason}. "
+                "`%agent sessions` lists the stored sessions"
+            ) from None
 
     def cmd_sessions(self, args: Any) -> None:
         since = _parse_since(args.since) if args.since else None
@@ -336,6 +475,31 @@ class AgentMagics(Magics):
         _runtime.call_sync(session.interrupt())
         print(f"Interrupted {session.name!r}.")
 
+    def cmd_compact(self, args: Any) -> None:
+        session = self.sessions.get()
+        try:
+            record = _runtime.call_sync(session.compact(" ".join(args.instructions) or None))
+        except NotImplementedError as exc:
+            raise UsageError(str(exc)) from None
+        if record.status != "completed":
+            raise UsageError(f"the compaction did not complete: {record.error or record.status}")
+        summary = session.summary
+        print(f"Compacted {session.name!r}" + (f"; summary:\n{summary}" if summary else "."))
+
+    def cmd_tools(self, args: Any) -> None:
+        if args.action in ("on", "off"):
+            kernel_tools.set_enabled(args.action == "on")
+        elif args.action not in (None, "show"):
+            raise UsageError(f"unknown tools action {args.action!r}; valid: on, off, show")
+        state = "on" if kernel_tools.enabled() else "off"
+        current = self.sessions.current
+        names = (
+            ", ".join(t.name for t in self.sessions.get().get_tools())
+            if current in self.sessions
+            else "-"
+        )
+        print(f"notebook tools: {state}; the current session offers: {names or 'none'}")
+
     def cmd_stats(self, args: Any) -> None:
         session = self.sessions.get(args.name)
         s = session.stats
@@ -391,14 +555,41 @@ class AgentMagics(Magics):
         session_id = args.id or self.sessions.get(args.session).id
         store = self.store
         store.flush()
-        if args.path and args.path.endswith(".ipynb"):
-            written = export.to_notebook(store, session_id, args.path, overwrite=args.force)
-            print(f"Wrote {written}")
-        elif args.path:
-            Path(args.path).write_text(export.to_markdown(store, session_id), encoding="utf-8")
-            print(f"Wrote {args.path}")
-        else:
-            print(export.to_markdown(store, session_id))
+        try:
+            if args.path and args.path.endswith(".ipynb"):
+                written = export.to_notebook(store, session_id, args.path, overwrite=args.force)
+                print(f"Wrote {written}")
+            elif args.path:
+                text = export.to_markdown(store, session_id)
+                Path(args.path).write_text(text, encoding="utf-8")
+                print(f"Wrote {args.path}")
+            else:
+                print(export.to_markdown(store, session_id))
+        except FileExistsError:
+            raise UsageError(
+                f"cannot write {args.path}: it exists; add --force to replace it"
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.path}: {_os_error(exc)}") from None
+
+    def cmd_replay(self, args: Any) -> None:
+        settings: dict[str, replay.Policy | None] = {"on": "auto", "off": "never", "auto": None}
+        if args.action in settings:
+            self.replay_policy = settings[args.action]
+        elif args.action not in (None, "show"):
+            raise UsageError(f"unknown replay setting {args.action!r}; valid: on, off, auto, show")
+        setting = {"auto": "on", "never": "off", None: "auto"}[self.replay_policy]
+        meaning = {
+            "on": "an unchanged agent cell replays its recorded turn; a changed one runs",
+            "off": "every agent cell runs the agent",
+            "auto": "replay in headless runs, run the agent in cells a person runs",
+        }[setting]
+        env = os.environ.get(replay.ENV)
+        print(
+            f"replay: {setting} ({meaning})"
+            + (f"; {replay.ENV}={env} overrides it" if env else "")
+            + "; `%%agent --replay` / `--fresh` decide one cell"
+        )
 
     def cmd_close(self, args: Any) -> None:
         session = self.sessions.pop(args.name or self.sessions.current)
@@ -406,10 +597,24 @@ class AgentMagics(Magics):
         print(f"Closed {session.name!r} (agent exit code {result.exit_code}).")
 
 
-def notebook_path(shell: Any) -> str | None:
-    """The notebook this kernel serves: Jupyter Server tells kernels in ``JPY_SESSION_NAME``,
-    VS Code in ``__vsc_ipynb_file__``."""
-    return os.environ.get("JPY_SESSION_NAME") or shell.user_ns.get("__vsc_ipynb_file__")
+def _context_names(args: Any) -> list[str]:
+    """The variables ``--context A,B`` attaches."""
+    return [n.strip() for n in (args.context or "").split(",") if n.strip()]
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file error: what went wrong, not a traceback."""
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename and exc.strerror else reason
+
+
+def _option_list(parser: argparse.ArgumentParser) -> str:
+    options = [
+        "/".join(a.option_strings) + (f" {a.metavar or a.dest.upper()}" if a.nargs != 0 else "")
+        for a in parser._actions
+        if a.option_strings and a.dest != "help"
+    ]
+    return "valid options: " + ", ".join(options) + " (`%%agent?` explains each)"
 
 
 def _parse_since(value: str) -> float:
@@ -434,6 +639,8 @@ SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
     "resume": AgentMagics.cmd_resume,
     "fork": AgentMagics.cmd_fork,
     "interrupt": AgentMagics.cmd_interrupt,
+    "compact": AgentMagics.cmd_compact,
+    "tools": AgentMagics.cmd_tools,
     "stats": AgentMagics.cmd_stats,
     "history": AgentMagics.cmd_history,
     "model": AgentMagics.cmd_model,
@@ -441,6 +648,7 @@ SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
     "title": AgentMagics.cmd_title,
     "export": AgentMagics.cmd_export,
     "close": AgentMagics.cmd_close,
+    "replay": AgentMagics.cmd_replay,
     "sessions": AgentMagics.cmd_sessions,
     "show": AgentMagics.cmd_show,
     "rename": AgentMagics.cmd_rename,
@@ -450,22 +658,28 @@ SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
 
 
 def _subcommand_parser() -> MagicArgumentParser:
+    # The plain formatter: IPython's magic formatter writes usage as reStructuredText ("::")
+    # and puts another "%" before the prog.
+    plain = argparse.HelpFormatter
     parser = MagicArgumentParser(
-        prog="%agent", description="Manage agent sessions. A %%agent cell sends a turn."
+        prog="%agent",
+        description="Manage agent sessions. A %%agent cell sends a turn.",
+        formatter_class=plain,
     )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
 
     def add(name: str, help_text: str) -> Any:
-        # argparse formats help with %: a literal "%agent" must be written "%%agent".
-        escaped = help_text.replace("%", "%%")
-        return sub.add_parser(name, help=escaped, description=escaped)
+        # argparse %-formats help strings (a literal "%" is written "%%"), not descriptions.
+        return sub.add_parser(
+            name, help=help_text.replace("%", "%%"), description=help_text, formatter_class=plain
+        )
 
     new = add("new", "Start a new session and make it current.")
     new.add_argument("name", nargs="?", help="Session name (default: session, session-2...).")
     new.add_argument("--backend", "-b")
     new.add_argument("--model", "-m")
     new.add_argument("--permission-mode", "-p", choices=PERMISSION_MODES)
-    new.add_argument("--max-budget", type=float, metavar="USD")
+    new.add_argument("--max-budget", type=budget_usd, metavar="USD")
     add("list", "List the sessions of this kernel.")
     add("use", "Make a session current.").add_argument("name")
     resume = add(
@@ -478,6 +692,11 @@ def _subcommand_parser() -> MagicArgumentParser:
     fork.add_argument("name", nargs="?", help="Name for the fork.")
     fork.add_argument("--from", dest="source", help="Session to fork (default: current).")
     add("interrupt", "Interrupt a session's running turn.").add_argument("name", nargs="?")
+    compact = add("compact", "Compact the current conversation; words after it: what to keep.")
+    compact.add_argument("instructions", nargs="*")
+    add(
+        "tools", "Offer the notebook tools (run_python, inspect_variable...): on | off | show."
+    ).add_argument("action", nargs="?")
     add("stats", "Tokens, cost, time and turns of a session.").add_argument("name", nargs="?")
     add("history", "The turns of a session.").add_argument("name", nargs="?")
     model = add("model", "Show or switch the model of the current session.")
@@ -498,6 +717,10 @@ def _subcommand_parser() -> MagicArgumentParser:
     exporting.add_argument("--id", help="Any stored session (id or prefix).")
     exporting.add_argument("--force", action="store_true", help="Overwrite PATH.ipynb.")
     add("close", "Close a session and end its agent process.").add_argument("name", nargs="?")
+    add(
+        "replay",
+        "Replay unchanged agent cells from the store: on | off | auto (headless only) | show.",
+    ).add_argument("action", nargs="?")
     listing = add("sessions", "List and search stored sessions (all notebooks and kernels).")
     listing.add_argument("search", nargs="?", help="Text in the title, name or prompts.")
     listing.add_argument("--backend", "-b")
@@ -527,7 +750,13 @@ def agent_cell_transformer(lines: list[str]) -> list[str]:
     return [f"await {HANDLE}.run_cell({line!r}, {body!r})\n"]
 
 
+# Not for IPython's "is this cell complete?" check (a console asks it on every Enter): there
+# the cell stays a cell magic, which a blank line completes, so a prompt can span lines.
+agent_cell_transformer.has_side_effects = True  # type: ignore[attr-defined]
+
+
 def load(shell: Any) -> AgentMagics:
+    _clients.install(getattr(shell, "kernel", None))
     kernel_tools.install(shell)  # the built-in notebook tools, for every session in the kernel
     magics = AgentMagics(shell)
     shell.register_magics(magics)

@@ -13,7 +13,9 @@ test) can send it. To click a button from outside a front end:
 
 Text boxes (deny reason: class ``agentkernel-reason``; free-text answers:
 ``agentkernel-answer``) and checkboxes (``agentkernel-choice``) are set the same way with
-``{"method": "update", "state": {"value": ...}, "buffer_paths": []}``.
+``{"method": "update", "state": {"value": ...}, "buffer_paths": []}``. The text boxes are
+`TextBox` widgets: their own front end sends each edit as a custom message ``{"value": ...}``
+instead, which a browser delivers at once while the cell runs (a state update it holds back).
 
 The kernel handles the click while the cell awaits (ipykernel dispatches comm messages between
 the cell's awaits); the handler resolves the event's decision, which the backend is waiting on.
@@ -28,6 +30,8 @@ import ipywidgets as widgets
 
 from agentkernel.events import Decision, PermissionRequest, Question
 from agentkernel.render import tool_input_html
+
+from ._widget import TextBox
 
 __all__ = ["ApprovalPrompt", "DecisionCard", "QuestionPrompt", "close_tree"]
 
@@ -106,7 +110,7 @@ class ApprovalPrompt(DecisionCard):
 
     def __init__(self, request: PermissionRequest, *, show_input: bool = True) -> None:
         self.event = request
-        self.reason = widgets.Text(
+        self.reason = TextBox(
             placeholder="Reason (optional, sent with Deny)", _dom_classes=["agentkernel-reason"]
         )
         self.allow = _button("Allow", "agentkernel-allow", "success", "Allow this call once")
@@ -121,7 +125,7 @@ class ApprovalPrompt(DecisionCard):
         )
         self.allow.on_click(lambda _: self._resolved(request.allow()))
         self.allow_always.on_click(lambda _: self._resolved(request.allow_always()))
-        self.deny.on_click(lambda _: self._resolved(request.deny(self.reason.value.strip())))
+        self.deny.on_click(lambda _: self._resolved(request.deny(self.reason.text.strip())))
         why = f"<div><i>{html.escape(request.reason)}</i></div>" if request.reason else ""
         info = f'<div style="font-weight:600">Allow {html.escape(request.tool_name)}?</div>{why}'
         if show_input:
@@ -144,7 +148,7 @@ class QuestionPrompt(DecisionCard):
         self.event = question
         self._detailed = show_question or len(question.questions) > 1
         self._chosen: dict[str, list[str]] = {}  # question -> labels chosen, in option order
-        self._free: dict[str, widgets.Text] = {}
+        self._free: dict[str, TextBox] = {}
         items = question.questions
         immediate = len(items) == 1 and not items[0].get("multi_select")
         controls: list[widgets.Widget] = []
@@ -190,7 +194,7 @@ class QuestionPrompt(DecisionCard):
             described = [o for o in options if o.get("description")]
             if described and self._detailed:
                 rows.append(widgets.HTML(self._descriptions(described)))
-        free = widgets.Text(placeholder="Or type an answer", _dom_classes=["agentkernel-answer"])
+        free = TextBox(placeholder="Or type an answer", _dom_classes=["agentkernel-answer"])
         self._free[text] = free
         rows.append(free)
         return widgets.VBox(rows)
@@ -236,6 +240,6 @@ class QuestionPrompt(DecisionCard):
     def _answers(self) -> dict[str, str]:
         answers = {}
         for text, chosen in self._chosen.items():
-            free = self._free[text].value.strip()
+            free = self._free[text].text.strip()
             answers[text] = free or ", ".join(chosen)
         return answers

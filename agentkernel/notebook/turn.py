@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..events import Event, PermissionRequest, Question
 from ..permissions import PermissionMode
+from ..replay import Recording
 from ..session import Session, TurnRecord
+from . import _clients
 from .view import TurnView
 
 Frontend = Literal["widget", "stdin", "headless"]
@@ -27,6 +30,9 @@ TICK_S = 0.05
 """Live view flush interval: at most ~20 updates a second, however fast the deltas come."""
 RENDER_GRACE_S = 3.0
 """How long an approval waits for a widget view to report itself before falling back."""
+PROBE_S = 2.0
+"""How long a turn waits for a view of its widget to report itself, when nothing says whether
+the front end shows widgets, before it prints its text for one that does not."""
 
 
 def detect_frontend(shell: Any, forced: str = "auto") -> Frontend:
@@ -49,6 +55,26 @@ def detect_frontend(shell: Any, forced: str = "auto") -> Frontend:
     return "widget" if parent.get("content", {}).get("allow_stdin", False) else "headless"
 
 
+def widget_probe(shell: Any, forced: str = "auto") -> float | None:
+    """For a widget front end: how long to wait for a drawn view before printing the text too.
+    None: the client is known to show widgets (or widgets were asked for by name); 0: it is
+    known not to (it connected without asking for any, as a console does)."""
+    if (os.environ.get("AGENTKERNEL_FRONTEND") or forced) != "auto":
+        return None
+    shows = _clients.shows_widgets(getattr(shell, "kernel", None))
+    if shows is None:
+        return PROBE_S
+    return None if shows else 0.0
+
+
+def cell_id(shell: Any) -> str | None:
+    """The id of the cell being run, when the front end sends one (JupyterLab, Notebook 7)."""
+    kernel = getattr(shell, "kernel", None)
+    parent = (kernel.get_parent() or {}) if kernel is not None else {}
+    found = (parent.get("metadata") or {}).get("cellId")
+    return str(found) if found else None
+
+
 async def run_cell_turn(
     shell: Any,
     session: Session,
@@ -57,14 +83,21 @@ async def run_cell_turn(
     frontend: Frontend,
     permission_mode: PermissionMode | None = None,
     quiet: bool = False,
+    probe: float | None = None,
+    replay_key: str | None = None,
 ) -> TurnRecord:
-    """Stream one turn of `session` into the current cell and return its record."""
+    """Stream one turn of `session` into the current cell and return its record. ``probe``:
+    see `widget_probe`; ``replay_key``: kept with the turn, so an unchanged cell can replay it
+    (`agentkernel.replay`)."""
     view = TurnView(
         session_name=session.name,
         backend=session.backend_name,
         model=session.model,
-        headless=frontend != "widget",
+        headless=frontend == "headless",
+        text=frontend == "stdin",
         quiet=quiet,
+        probe=probe if frontend == "widget" else None,
+        cell_id=cell_id(shell),
     )
     view.display()
     ticker = asyncio.ensure_future(_tick(view))
@@ -82,6 +115,7 @@ async def run_cell_turn(
                     task = asyncio.ensure_future(_fallback_if_unseen(shell, view, event))
                     fallbacks.add(task)
                     task.add_done_callback(fallbacks.discard)
+        await view.front_end_known()
     except asyncio.CancelledError:
         interrupted = True
         await session.interrupt()
@@ -91,7 +125,48 @@ async def run_cell_turn(
         for task in fallbacks:
             task.cancel()
     record = session.history[-1]
+    if replay_key is not None:
+        session.set_replay_key(record, replay_key)
     view.finish(provenance(session, record), interrupted=interrupted)
+    return record
+
+
+async def replay_cell_turn(
+    shell: Any,
+    session: Session,
+    recording: Recording,
+    *,
+    frontend: Frontend,
+    quiet: bool = False,
+) -> TurnRecord:
+    """Show a recorded turn in the current cell, exactly as it was shown (its stored events
+    through the same view), and append it to `session` without calling the agent: no model
+    request, no tool run again."""
+    view = TurnView(
+        session_name=session.name,
+        backend=session.backend_name,
+        model=session.model,
+        headless=frontend == "headless",
+        text=frontend == "stdin",
+        quiet=quiet,
+        cell_id=cell_id(shell),
+    )
+    recorded_at = datetime.fromtimestamp(recording.started_at, timezone.utc)
+    # The status line says it (the static output stays exactly what the original showed).
+    view.title = f"{view.title} · replayed, recorded {recorded_at:%Y-%m-%d %H:%M} UTC"
+    view.display()
+    for event in recording.record.events:
+        view.handle(event)
+    record = await session.record_replay(
+        recording.record, recording.session_id, recording.backend_session_id
+    )
+    meta = provenance(session, record)
+    meta["replayed"] = {
+        "from_session_id": recording.session_id,
+        "from_turn": recording.record.number,
+        "recorded_at": recorded_at.isoformat(timespec="seconds"),
+    }
+    view.finish(meta)
     return record
 
 
@@ -104,7 +179,10 @@ async def _tick(view: TurnView) -> None:
 async def _fallback_if_unseen(shell: Any, view: TurnView, event: Event) -> None:
     """No widget view appeared (a front end without widgets): ask on stdin, or let the
     permission mode's default (deny) answer, saying why."""
-    await asyncio.sleep(RENDER_GRACE_S)
+    waited = 0.0
+    while not (view.rendered or view.text_mode or waited >= RENDER_GRACE_S):
+        await asyncio.sleep(TICK_S)
+        waited += TICK_S
     if view.rendered or event.decided:  # type: ignore[attr-defined]
         return
     if _stdin_allowed(shell):
@@ -167,6 +245,7 @@ def provenance(session: Session, record: TurnRecord) -> dict[str, Any]:
         "model": session.model,
         "turn": record.number,
         "status": record.status,
+        "replay_key": record.replay_key,
         "cost_usd": round(record.usage.cost_usd, 6),
         "input_tokens": record.usage.input_tokens,
         "output_tokens": record.usage.output_tokens,

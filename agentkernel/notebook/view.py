@@ -10,15 +10,26 @@ Updates are coalesced: `handle` only records what changed; `flush` (the caller's
 or `handle` itself once the interval has passed) sends it, at most one batch per interval,
 with streamed text sent as appended chunks only.
 
+The live output is the widget plus a text/plain and text/markdown of its own that say what the
+turn is doing ("running", "waiting for your approval: Bash: make test"), updated when that
+changes: a notebook saved mid-turn, or a front end without widgets, shows that instead of a
+widget's repr.
+
+Text mode, for a front end that shows no widgets (``jupyter console``; a client that never
+reports a drawn view within ``probe`` seconds): the plain text is printed as it comes
+(`agentkernel.render.TextPrinter`) and is what such a client shows; the widget stays, in case
+a view appears late.
+
 Headless (nbclient, papermill, terminals): no widget. In a terminal (no kernel) the plain text
-is printed as it comes (`agentkernel.render.TextPrinter`) and is the whole output. In a kernel
-nobody watches the cell live, so `finish` displays the static bundle once and nothing is
-printed before it: the saved notebook holds the turn once (clearing earlier prints would need
-``clear_output``, which nbval does not replay).
+is printed as it comes and is the whole output. In a kernel nobody watches the cell live, so
+`finish` displays the static bundle once and nothing is printed before it: the saved notebook
+holds the turn once (clearing earlier prints would need ``clear_output``, which nbval does not
+replay).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import sys
 import threading
@@ -40,6 +51,7 @@ from agentkernel.events import (
 )
 from agentkernel.render import Block, QuestionBlock, StreamBlock, TextPrinter, ToolBlock, Transcript
 
+from . import _clients
 from ._widget import BlockWidget
 from .prompts import ApprovalPrompt, DecisionCard, QuestionPrompt, close_tree
 
@@ -49,6 +61,9 @@ FLUSH_INTERVAL_S = 0.05
 """Least time between two batches of widget updates: at most ~20 a second."""
 STATUS_INTERVAL_S = 1.0
 """The status line (tokens, cost, elapsed) changes at most once a second."""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CLOSE_DELAY_S = 1.0
+"""How long a finished turn's widgets outlive its static output on a page that shows them."""
 
 
 class TurnView:
@@ -69,9 +84,18 @@ class TurnView:
         headless: bool = False,
         quiet: bool = False,
         interval: float = FLUSH_INTERVAL_S,
+        text: bool = False,
+        probe: float | None = None,
+        cell_id: str | None = None,
     ) -> None:
         self.title = " · ".join(p for p in (session_name, backend, model or "") if p)
         self.headless = headless
+        self.text_mode = text and not headless
+        """Printing the plain text as it comes (a front end that shows no widgets)."""
+        self.probe = probe
+        """Seconds to wait for a drawn view before switching to text mode (None: never)."""
+        self.cell_id = cell_id
+        self._widget_shown = not text
         self._in_kernel = getattr(get_ipython(), "kernel", None) is not None
         self.quiet = quiet
         self.interval = interval
@@ -100,19 +124,35 @@ class TurnView:
         self._sent: dict[StreamBlock, int] = {}  # characters of a stream block sent so far
         self._layout_changed = False
         self._closing: list[widgets.Widget] = []
+        self._live_text = ""  # the live output's text/plain, as last sent
+        self._title_skipped = False
 
     # ------------------------------------------------------------------ public
 
     def display(self) -> None:
         """Show the live widget in the current cell (nothing in headless mode)."""
         with self._lock:
-            if self.headless or self._box is not None:
+            if self.headless or self._box is not None or not self._widget_shown:
                 return
             self._status = BlockWidget(html="", on_rendered=self._on_rendered)
             self._box = widgets.VBox([self._status], _dom_classes=["agentkernel-turn"])
+            _clients.protect(self)
             self._layout_changed = True
             self._sync(force_status=True)
-            self._handle = display(self._box, display_id=True)
+            bundle = self._live_bundle()
+            self._status.turn = {
+                "box": self._box.model_id,
+                "cell": self.cell_id or "",
+                "text": bundle["text/plain"],
+            }
+            self._handle = display(bundle, raw=True, display_id=True)
+
+    def owns(self, comm_id: str) -> bool:
+        """Whether `comm_id` is one of this turn's widgets (while the turn runs)."""
+        with self._lock:
+            if self._finished is not None or self._box is None:
+                return False
+            return any(getattr(w, "model_id", None) == comm_id for w in _tree(self._box))
 
     def handle(self, event: Event) -> None:
         """Take one event. Cheap: records the change; sends only when an interval has passed."""
@@ -126,6 +166,11 @@ class TurnView:
                     sys.stdout.write(chunk)
                     self._printed = True
                 self.flush()
+                return
+            if self.text_mode and chunk:
+                self._print(chunk)
+            if not self._widget_shown:
+                self.flush()
             elif self._record(event, block):
                 self.flush(force=True)  # a question for the user goes out at once
             else:
@@ -136,14 +181,52 @@ class TurnView:
         ago (``force`` sends anyway)."""
         with self._lock:
             now = time.monotonic()
-            if self._finished is not None or (not force and now - self._last_flush < self.interval):
+            if self._finished is not None:
+                return
+            if self._unseen_for(self.probe, now):
+                self._enter_text_mode()
+            if not force and now - self._last_flush < self.interval:
                 return
             self._last_flush = now
-            if self.headless:
-                if self._printed:
-                    sys.stdout.flush()
-            elif self._box is not None and self._sync(force_status=force):
+            if self._printed:
+                sys.stdout.flush()
+            if self._box is not None and self._sync(force_status=force):
                 self.updates_sent += 1
+                self._update_live_output()
+
+    async def front_end_known(self) -> None:
+        """Wait until a view reported itself or the probe ran out (text mode): a turn shorter
+        than the probe must still end as text for a front end that shows no widgets."""
+        while self.probe is not None and not (self.rendered or self.text_mode):
+            await asyncio.sleep(self.interval)
+            self.flush()
+
+    def _unseen_for(self, seconds: float | None, now: float) -> bool:
+        return (
+            seconds is not None
+            and not self.rendered
+            and not self.text_mode
+            and not self.headless
+            and now - self._started >= seconds
+        )
+
+    def _enter_text_mode(self) -> None:
+        """No view reported itself: print what the turn said so far, and the rest as it comes.
+        The title line is left out: the live output's text already showed it."""
+        self.text_mode = True
+        self._print(self._printer.text)
+
+    def _print(self, chunk: str) -> None:
+        """Print plain text in text mode, without the title line when the live output's text
+        (what a console shows of it) already said it."""
+        if self._box is not None and not self._title_skipped and chunk:
+            self._title_skipped = True
+            head = f"● {self.title}\n"
+            if chunk.startswith(head):
+                chunk = chunk[len(head) :].lstrip("\n")
+        if chunk:
+            sys.stdout.write(chunk)
+            self._printed = True
 
     def finish(
         self, metadata: dict[str, Any] | None = None, *, interrupted: bool = False
@@ -156,6 +239,8 @@ class TurnView:
         with self._lock:
             if self._finished is not None:
                 return self._finished
+            if self.probe is not None and not (self.rendered or self.text_mode):
+                self._enter_text_mode()  # ended before any view could say it is there
             if interrupted and self._transcript.ended is None:
                 note = Error(kind="interrupted", message="The turn was interrupted.")
                 self._printer.feed(note)
@@ -169,8 +254,11 @@ class TurnView:
             extra = {"agentkernel": metadata} if metadata is not None else {}
             if self.headless:
                 self._finish_headless(bundle, extra)
+            elif not self._widget_shown:
+                self._finish_text(bundle, extra)
             else:
                 self._finish_widget(bundle, extra)
+            _clients.release(self)
             return bundle
 
     # ------------------------------------------------------------------ recording
@@ -266,14 +354,14 @@ class TurnView:
         return [self._widgets[i] if isinstance(i, Block) else i for i in self._items]
 
     def _on_rendered(self, widget: BlockWidget) -> None:
-        """A front-end view drew ``widget``: note it, and resend a streaming block's text."""
+        """A front-end view drew ``widget``: note it, and send a streaming block's text so far
+        (even none: the view shows appends only once it knows what came before them)."""
         with self._lock:
             self.rendered = True
             for block, shown in self._widgets.items():
                 if shown is not widget or not isinstance(block, StreamBlock) or block.done:
                     continue
-                if sent := self._sent.get(block, 0):
-                    widget.reset(block.text[:sent])
+                widget.reset(block.text[: self._sent.get(block, 0)])
 
     def _send_status(self, *, force: bool) -> bool:
         now = time.monotonic()
@@ -305,18 +393,108 @@ class TurnView:
 
     def _finish_widget(self, bundle: dict[str, str], extra: dict[str, Any]) -> None:
         """Replace the widget's output with the static bundle, then close every widget so
-        nothing in the saved notebook points at a model that no longer exists."""
+        nothing in the saved notebook points at a model that no longer exists.
+
+        Where a page shows the widget, the closing waits a moment (`CLOSE_DELAY_S`): a page
+        still creating the views of the newest blocks when their models close fails in its
+        widget manager ("Cannot read properties of null"), and the static output has
+        replaced the views by then anyway."""
+        if self._printed:
+            sys.stdout.flush()
         if self._handle is None:
             display(bundle, raw=True, metadata=extra)
         else:
             self._handle.update(bundle, raw=True, metadata=extra)
-        for widget in [*self._prompts.values(), *self._widgets.values(), *self._closing]:
-            close_tree(widget)
+        if self._status is not None:
+            output = {"output_type": "display_data", "data": bundle, "metadata": extra}
+            shell = get_ipython()
+            self._status.finished(output, getattr(shell, "execution_count", None))
+        widgets_left = [*self._prompts.values(), *self._widgets.values(), *self._closing]
         if self._box is not None:
-            close_tree(self._box)
+            widgets_left.append(self._box)
+
+        def close() -> None:
+            for widget in widgets_left:
+                close_tree(widget)
+
+        loop = _running_loop()
+        if self.rendered and loop is not None:
+            loop.call_later(CLOSE_DELAY_S, close)
+        else:
+            close()
+
+    def _finish_text(self, bundle: dict[str, str], extra: dict[str, Any]) -> None:
+        """Text mode from the start (no widget): the printed text is the turn for a console;
+        the rich formats go in a display of their own for a front end that keeps them."""
+        sys.stdout.flush()
+        if self._in_kernel:
+            rich = {k: v for k, v in bundle.items() if k != "text/plain"}
+            display(rich, raw=True, metadata=extra)
+
+    # ------------------------------------------------------------------ the live output
+
+    def _live_bundle(self) -> dict[str, Any]:
+        """The live output: the widget, and words for whoever cannot show it (a console, the
+        notebook file saved mid-turn)."""
+        assert self._box is not None
+        state = self._waiting_for() or "running"
+        self._live_text = f"● {self.title} · {state}" if self.title else f"● {state}"
+        view = self._box._repr_mimebundle_()[WIDGET_VIEW]
+        note = "(the agent's turn was still running when this output was saved)"
+        return {
+            WIDGET_VIEW: view,
+            "text/plain": self._live_text,
+            "text/markdown": f"{_md_escape(self._live_text)}\n\n*{note}*",
+        }
+
+    def _update_live_output(self) -> None:
+        """Resend the live output's words when what the turn waits for changed."""
+        if self._handle is None or self._box is None:
+            return
+        state = self._waiting_for() or "running"
+        words = f"● {self.title} · {state}" if self.title else f"● {state}"
+        if words != self._live_text:
+            self._handle.update(self._live_bundle(), raw=True)
+
+    def _waiting_for(self) -> str:
+        for prompt in self._prompts.values():
+            event = prompt.event
+            if event.decided:
+                continue
+            if isinstance(event, PermissionRequest):
+                what = event.command or event.title or ""
+                what = what.strip().splitlines()[0][:120] if what.strip() else ""
+                return f"waiting for your approval: {event.tool_name}" + (
+                    f": {what}" if what else ""
+                )
+            questions = [str(q.get("question", "")) for q in event.questions]
+            return "waiting for your answer: " + " / ".join(q for q in questions if q)[:160]
+        return ""
 
     def _finish_headless(self, bundle: dict[str, str], extra: dict[str, Any]) -> None:
         if self._printed:
             sys.stdout.flush()
         if self._in_kernel:
             display(bundle, raw=True, metadata=extra)
+
+
+def _tree(widget: widgets.Widget) -> list[widgets.Widget]:
+    """A widget and everything below it: children, layouts and styles."""
+    found = [widget]
+    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(part, widgets.Widget):
+            found.append(part)
+    for child in getattr(widget, "children", ()):
+        found += _tree(child)
+    return found
+
+
+def _md_escape(text: str) -> str:
+    return "".join("\\" + c if c in "\\`*_{}[]<>#|" else c for c in text)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -32,8 +32,10 @@ _DIFF_BG = {
     "@": "background-color:rgba(56,139,253,0.15)",
 }
 
+# hard_wrap: a single line break stays a break, as in the live view (which shows the text as it
+# streams, breaks kept), so nothing reflows when the turn ends and its output turns static.
 _md_to_html = mistune.create_markdown(
-    escape=True, plugins=["strikethrough", "table", "task_lists", "url"]
+    escape=True, hard_wrap=True, plugins=["strikethrough", "table", "task_lists", "url"]
 )
 
 # --------------------------------------------------------------------------- helpers
