@@ -11,7 +11,7 @@ or `handle` itself once the interval has passed) sends it, at most one batch per
 with streamed text sent as appended chunks only.
 
 The live output is the widget plus a text/plain and text/markdown of its own that say what the
-turn is doing ("running", "waiting for your approval: Bash: make test"), updated when that
+turn is doing ("running", "waiting for your approval: make test"), updated when that
 changes: a notebook saved mid-turn, or a front end without widgets, shows that instead of a
 widget's repr.
 
