@@ -57,6 +57,8 @@ from .prompts import ApprovalPrompt, DecisionCard, QuestionPrompt, close_tree
 
 __all__ = ["TurnView"]
 
+_CLOSE_DELAY_S = 1.0
+"""How long a dropped approval card stays open after the view stops showing it."""
 FLUSH_INTERVAL_S = 0.05
 """Least time between two batches of widget updates: at most ~20 a second."""
 STATUS_INTERVAL_S = 1.0
@@ -123,7 +125,7 @@ class TurnView:
         self._pending: dict[StreamBlock, list[str]] = {}
         self._sent: dict[StreamBlock, int] = {}  # characters of a stream block sent so far
         self._layout_changed = False
-        self._closing: list[widgets.Widget] = []
+        self._closing: list[tuple[float, widgets.Widget]] = []
         self._live_text = ""  # the live output's text/plain, as last sent
         self._title_skipped = False
 
@@ -302,7 +304,7 @@ class TurnView:
         if prompt is not None:
             self._items.remove(prompt)
             self._layout_changed = True
-            self._closing.append(prompt)
+            self._closing.append((time.monotonic(), prompt))
             self._last_status = 0.0
 
     # ------------------------------------------------------------------ sending
@@ -339,9 +341,12 @@ class TurnView:
             self._box.children = (*self._children(), self._status)
             self._layout_changed = False
             sent = True
-        for widget in self._closing:
-            close_tree(widget)
-        self._closing.clear()
+        # A dropped card's model closes a while after the box stops listing it: a front end
+        # still drawing the old children would otherwise find the model gone ("Could not
+        # add child view to box").
+        now = time.monotonic()
+        while self._closing and now - self._closing[0][0] >= _CLOSE_DELAY_S:
+            close_tree(self._closing.pop(0)[1])
         return self._send_status(force=force_status) or sent
 
     def _open_block(self, block: Block) -> BlockWidget:
@@ -409,7 +414,11 @@ class TurnView:
             output = {"output_type": "display_data", "data": bundle, "metadata": extra}
             shell = get_ipython()
             self._status.finished(output, getattr(shell, "execution_count", None))
-        widgets_left = [*self._prompts.values(), *self._widgets.values(), *self._closing]
+        widgets_left = [
+            *self._prompts.values(),
+            *self._widgets.values(),
+            *(widget for _, widget in self._closing),
+        ]
         if self._box is not None:
             widgets_left.append(self._box)
 
