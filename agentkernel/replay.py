@@ -24,7 +24,7 @@ from typing import Literal
 
 from .errors import AgentKernelError
 from .session import TurnRecord
-from .store import Store, StoredTurn
+from .store import Store
 
 Policy = Literal["auto", "always", "never"]
 POLICIES: tuple[str, ...] = ("auto", "always", "never")
@@ -102,7 +102,7 @@ def find(store: Store | None, key: str) -> Recording | None:
     session = store.get_session(turn.session_id)
     return Recording(
         turn.session_id,
-        _record(turn, store),
+        TurnRecord.stored(turn, store.events(turn.session_id, turn.number)),
         session.backend_session_id if session is not None else None,
     )
 
@@ -116,20 +116,4 @@ def missing(prompt: str, where: str | None) -> ReplayMissingError:
         f"({first!r}) has no recorded turn: it is new, or its prompt, context, model or an "
         f"earlier agent cell changed since the notebook was recorded. Nothing was sent to the "
         f"model. Run it with {ENV}=auto (or `%%agent --fresh`) to record it."
-    )
-
-
-def _record(turn: StoredTurn, store: Store) -> TurnRecord:
-    return TurnRecord(
-        number=turn.number,
-        prompt=turn.prompt,
-        status=turn.status,
-        events=store.events(turn.session_id, turn.number),
-        usage=turn.usage,
-        started_at=turn.started_at,
-        duration_s=turn.duration_s or 0.0,
-        model_calls=turn.model_calls,
-        stop_reason=turn.stop_reason or "",
-        error=turn.error,
-        replay_key=turn.replay_key,
     )

@@ -135,6 +135,24 @@ class TurnRecord:
     replayed_from: str | None = None
     """``SESSION_ID:TURN`` of the recorded turn this one replays; None: the agent ran it."""
 
+    @classmethod
+    def stored(cls, turn: StoredTurn, events: list[Event]) -> TurnRecord:
+        """The record of a turn read back from the store, with its events."""
+        return cls(
+            number=turn.number,
+            prompt=turn.prompt,
+            status=turn.status,
+            events=events,
+            usage=turn.usage,
+            started_at=turn.started_at,
+            duration_s=turn.duration_s or 0.0,
+            model_calls=turn.model_calls,
+            stop_reason=turn.stop_reason or "",
+            error=turn.error,
+            replay_key=turn.replay_key,
+            replayed_from=turn.replayed_from,
+        )
+
     @property
     def text(self) -> str:
         """The turn's text blocks, joined: what the agent itself said (a sub-agent's words stay
@@ -1438,7 +1456,7 @@ class Session:
         core.session_id = record.id
         core.store = store
         core.history = [
-            _turn_record(t, store.events(record.id, t.number)) for t in store.turns(record.id)
+            TurnRecord.stored(t, store.events(record.id, t.number)) for t in store.turns(record.id)
         ]
         core.turns_started = max((t.number for t in core.history), default=0)
         core.seq = max((e.seq for t in core.history for e in t.events), default=0)
@@ -1592,23 +1610,6 @@ def _open_store(store: Store | bool | None) -> Store | None:
 def shared_store() -> Store | None:
     """The store sessions use by default (``AGENTKERNEL_STORE`` or the Jupyter data dir)."""
     return _open_store(True)
-
-
-def _turn_record(turn: StoredTurn, events: list[Event]) -> TurnRecord:
-    return TurnRecord(
-        number=turn.number,
-        prompt=turn.prompt,
-        status=turn.status,
-        events=events,
-        usage=turn.usage,
-        started_at=turn.started_at,
-        duration_s=turn.duration_s or 0.0,
-        model_calls=turn.model_calls,
-        stop_reason=turn.stop_reason or "",
-        error=turn.error,
-        replay_key=turn.replay_key,
-        replayed_from=turn.replayed_from,
-    )
 
 
 class SyncSession:

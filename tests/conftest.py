@@ -39,17 +39,37 @@ def wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     """Pids from `pids` still alive (not zombies) after waiting up to `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in pids if _alive(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
+        left = alive(pids)
+        if not left or time.monotonic() > deadline:
+            return left
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def alive(pids: list[int]) -> list[int]:
+    """The pids of `pids` that still run (zombies count as gone)."""
+    left = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                left.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return left
+
+
+def running(command_line: str) -> list[psutil.Process]:
+    """The live processes, anyone's, whose whole command line is `command_line` (a tool an
+    agent started, found even after its parent died)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if " ".join(proc.info["cmdline"] or []) == command_line and (
+                proc.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 @pytest.fixture

@@ -7,39 +7,14 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 from jupyter_client.manager import start_new_kernel
 
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
-from .conftest import agent_processes
+from .conftest import agent_processes, alive, running
 from .kernel_client import KernelDriver
 
 TOOL = "sleep 304.4"
-
-
-def _tools() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if " ".join(proc.info["cmdline"] or []) == TOOL and (
-                proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return found
-
-
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
 
 
 def test_kill_9_of_the_kernel_during_a_tool_leaves_nothing_after_a_second(
@@ -59,18 +34,18 @@ def test_kill_9_of_the_kernel_during_a_tool_leaves_nothing_after_a_second(
         assert driver.run("%load_ext agentkernel").status == "ok"
         kc.execute("%%agent -p allow-all\nwait a while")
         deadline = time.monotonic() + 60
-        while not _tools() and time.monotonic() < deadline:
+        while not running(TOOL) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _tools(), "the scripted tool never started"
+        assert running(TOOL), "the scripted tool never started"
         agents = [p.pid for p in agent_processes()]
         assert agents
         kernel_pid = km.provisioner.process.pid
         os.kill(kernel_pid, signal.SIGKILL)
         deadline = time.monotonic() + 1.0
-        while (_tools() or _alive(agents)) and time.monotonic() < deadline:
+        while (running(TOOL) or alive(agents)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not _tools(), "the agent's tool process outlived the kernel by a second"
-        assert not _alive(agents), "the agent CLI outlived the kernel by a second"
+        assert not running(TOOL), "the agent's tool process outlived the kernel by a second"
+        assert not alive(agents), "the agent CLI outlived the kernel by a second"
     finally:
         kc.stop_channels()
         km.cleanup_resources()

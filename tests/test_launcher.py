@@ -9,32 +9,18 @@ import subprocess
 import sys
 import time
 
-import psutil
-
 from agentkernel.backends import _launcher
 
-
-def _with_marker(marker: str) -> list[psutil.Process]:
-    """The live ``sleep`` processes whose command line is `marker`."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if " ".join(proc.info["cmdline"] or []) == marker and (
-                proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+from .conftest import running
 
 
 def _gone_within(marker: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _with_marker(marker):
+        if not running(marker):
             return True
         time.sleep(0.02)
-    return not _with_marker(marker)
+    return not running(marker)
 
 
 def test_stdio_and_exit_code_pass_through() -> None:
@@ -52,7 +38,7 @@ def test_sigterm_ends_the_agent_and_its_tools_within_a_second() -> None:
     marker = "sleep 301.1"
     proc = subprocess.Popen(_launcher.argv(["sh", "-c", f"{marker} & {marker}; wait"]))
     deadline = time.monotonic() + 5
-    while len(_with_marker(marker)) < 2 and time.monotonic() < deadline:
+    while len(running(marker)) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     assert _gone_within(marker, 1.0)
@@ -63,7 +49,7 @@ def test_kill_ends_the_whole_group() -> None:
     marker = "sleep 302.2"
     proc = subprocess.Popen(_launcher.argv(["sh", "-c", f"{marker} & wait"]))
     deadline = time.monotonic() + 5
-    while not _with_marker(marker) and time.monotonic() < deadline:
+    while not running(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
     _launcher.kill(proc.pid)
     assert _gone_within(marker, 1.0)
@@ -84,9 +70,9 @@ def test_the_death_of_our_process_ends_the_agent_and_its_tools() -> None:
     )
     try:
         deadline = time.monotonic() + 10
-        while len(_with_marker(marker)) < 2 and time.monotonic() < deadline:
+        while len(running(marker)) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert len(_with_marker(marker)) == 2
+        assert len(running(marker)) == 2
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(5)
@@ -104,16 +90,16 @@ def test_a_tool_in_a_session_of_its_own_ends_too() -> None:
     marker = "sleep 305.5"
     proc = subprocess.Popen(_launcher.argv(["sh", "-c", f"setsid {marker} & {marker}; wait"]))
     deadline = time.monotonic() + 5
-    while len(_with_marker(marker)) < 2 and time.monotonic() < deadline:
+    while len(running(marker)) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert len(_with_marker(marker)) == 2
+    assert len(running(marker)) == 2
     proc.send_signal(signal.SIGTERM)
     assert _gone_within(marker, 1.0)
     proc.wait(5)
     marker = "sleep 306.6"
     proc = subprocess.Popen(_launcher.argv(["sh", "-c", f"setsid {marker} & {marker}; wait"]))
     deadline = time.monotonic() + 5
-    while len(_with_marker(marker)) < 2 and time.monotonic() < deadline:
+    while len(running(marker)) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     _launcher.kill(proc.pid)
     assert _gone_within(marker, 1.0)

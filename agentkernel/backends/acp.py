@@ -16,7 +16,6 @@ is complete) is read from the spec's own fields: option ``kind``, tool ``status`
 from __future__ import annotations
 
 import asyncio
-import difflib
 import importlib.metadata
 import json
 import os
@@ -54,6 +53,7 @@ from ..events import (
     Usage,
 )
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
+from ._diff import unified_diff
 
 
 @dataclass(frozen=True)
@@ -1170,16 +1170,7 @@ def _request_error(exc: acp.RequestError, stderr_tail: str) -> Error:
 
 
 def _unified(diff: schema.Diff) -> str:
-    before = diff.old_text
-    name = diff.path.lstrip("/")  # git's labels for an absolute path: a/tmp/x, b/tmp/x
-    return "".join(
-        difflib.unified_diff(
-            (before or "").splitlines(keepends=True),
-            diff.new_text.splitlines(keepends=True),
-            fromfile="/dev/null" if before is None else f"a/{name}",
-            tofile=f"b/{name}",
-        )
-    )
+    return unified_diff(diff.path, diff.old_text, diff.new_text)
 
 
 def _read_text(path: Path) -> str | None:

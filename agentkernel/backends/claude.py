@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from ..events import (
 )
 from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
+from ._diff import unified_diff
 
 # The SDK logs through Python's last-resort handler when no logging is configured, so a CLI
 # it stops at exit prints "Fatal error in message reader" into the user's output. What it
@@ -535,7 +535,7 @@ class ClaudeBackend:
         after = _read_text(path)
         if after is None or after == before:
             return
-        diff = _unified_diff(path, before, after)
+        diff = unified_diff(path, before, after)
         self._host.emit(FileChange(path=path, diff=diff, tool_use_id=tool_use_id))
 
     def _system(self, message: sdk.SystemMessage) -> None:
@@ -694,18 +694,7 @@ def _proposed_diff(name: str, path: str, tool_input: dict[str, Any]) -> str | No
         return None
     if not isinstance(after, str):
         return None
-    return _unified_diff(path, before, after)
-
-
-def _unified_diff(path: str, before: str | None, after: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            (before or "").splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            fromfile="/dev/null" if before is None else f"a/{path}",
-            tofile=f"b/{path}",
-        )
-    )
+    return unified_diff(path, before, after)
 
 
 def _todo(item: dict[str, Any]) -> dict[str, Any]:

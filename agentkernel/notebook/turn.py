@@ -75,6 +75,22 @@ def cell_id(shell: Any) -> str | None:
     return str(found) if found else None
 
 
+def _view(
+    shell: Any, session: Session, frontend: Frontend, quiet: bool, probe: float | None = None
+) -> TurnView:
+    """The view of one cell's turn, live or replayed, for `frontend`."""
+    return TurnView(
+        session_name=session.name,
+        backend=session.backend_name,
+        model=session.model,
+        headless=frontend == "headless",
+        text=frontend == "stdin",
+        quiet=quiet,
+        probe=probe,
+        cell_id=cell_id(shell),
+    )
+
+
 async def run_cell_turn(
     shell: Any,
     session: Session,
@@ -89,16 +105,7 @@ async def run_cell_turn(
     """Stream one turn of `session` into the current cell and return its record. ``probe``:
     see `widget_probe`; ``replay_key``: kept with the turn, so an unchanged cell can replay it
     (`agentkernel.replay`)."""
-    view = TurnView(
-        session_name=session.name,
-        backend=session.backend_name,
-        model=session.model,
-        headless=frontend == "headless",
-        text=frontend == "stdin",
-        quiet=quiet,
-        probe=probe if frontend == "widget" else None,
-        cell_id=cell_id(shell),
-    )
+    view = _view(shell, session, frontend, quiet, probe=probe if frontend == "widget" else None)
     view.display()
     ticker = asyncio.ensure_future(_tick(view))
     fallbacks: set[asyncio.Future[Any]] = set()
@@ -142,15 +149,7 @@ async def replay_cell_turn(
     """Show a recorded turn in the current cell, exactly as it was shown (its stored events
     through the same view), and append it to `session` without calling the agent: no model
     request, no tool run again."""
-    view = TurnView(
-        session_name=session.name,
-        backend=session.backend_name,
-        model=session.model,
-        headless=frontend == "headless",
-        text=frontend == "stdin",
-        quiet=quiet,
-        cell_id=cell_id(shell),
-    )
+    view = _view(shell, session, frontend, quiet)
     recorded_at = datetime.fromtimestamp(recording.started_at, timezone.utc)
     # The status line says it (the static output stays exactly what the original showed).
     view.title = f"{view.title} · replayed, recorded {recorded_at:%Y-%m-%d %H:%M} UTC"
