@@ -4,6 +4,8 @@
 Python API underneath them.
 """
 
+import logging
+
 from .errors import AgentKernelError, BudgetExceededError, SessionClosedError, TurnFailedError
 from .events import (
     Compaction,
@@ -35,6 +37,11 @@ from .session import Session, Stats, SyncSession, TurnRecord
 from .tools import Tool, tool
 
 __version__ = "0.1.0"
+
+# A library's logger stays silent unless the application configures logging (the logging
+# HOWTO's advice): without this, Python's last-resort handler prints our diagnostics into
+# notebook cells and scripts' stderr. What a user must see arrives as events or warnings.
+logging.getLogger("agentkernel").addHandler(logging.NullHandler())
 
 
 def load_ipython_extension(ipython: object) -> None:
