@@ -9,6 +9,7 @@ connected backend exactly as the library does when such a request arrives: same 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,7 +20,8 @@ import pytest
 from acp import schema
 
 from agentkernel import Session, _runtime
-from agentkernel.backends.acp import AcpBackend, describe_agents, find_program, pick_option
+from agentkernel.backends._acp_agents import AgentConfigError, describe_agents, load_agents
+from agentkernel.backends.acp import AcpBackend, find_program, pick_option
 from agentkernel.errors import TurnFailedError
 from agentkernel.events import (
     Decision,
@@ -304,7 +306,7 @@ def test_presets_are_found_where_install_cli_puts_them(
     program.write_text("#!/bin/sh\n")
     program.chmod(0o755)
     assert find_program("gemini", {"PATH": str(tmp_path / "empty")}) == str(program)
-    rows = {row["name"]: row for row in describe_agents({"PATH": ""})}
+    rows = {row["name"]: row for row in describe_agents({"PATH": "", "XDG_CONFIG_HOME": ""})}
     assert rows["gemini"]["installed"] == str(program)
     assert rows["codex"]["installed"] is None
     assert rows["codex"]["install"] == "npm install -g @zed-industries/codex-acp"
@@ -319,3 +321,107 @@ async def test_loading_an_unknown_session_is_a_clear_error(
         await session.send("hello")
     assert "refused to start a session" in str(failed.value), failed.value
     assert str(AGENT) in str(failed.value), "the error names the agent"
+
+
+# -- the agents file ----------------------------------------------------------------------------
+
+
+def _agents_file(tmp_path: Path, body: str) -> dict[str, str]:
+    path = tmp_path / "agentkernel" / "agents.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    return {"XDG_CONFIG_HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+
+
+def test_the_agents_file_adds_agents_and_changes_presets(tmp_path: Path) -> None:
+    env = _agents_file(
+        tmp_path,
+        """
+[agents.mine]
+command = "sh"
+args = ["-c", "exec my-agent --acp"]
+env = { MY_AGENT_MODE = "strict" }
+install = "pipx install my-agent"
+
+[agents.copilot]
+command = "/opt/copilot/bin/copilot"
+env = { COPILOT_MODEL = "gpt-4.1" }
+""",
+    )
+    agents = load_agents(env)
+    assert agents["mine"].command == ("sh", "-c", "exec my-agent --acp")
+    assert agents["mine"].env == {"MY_AGENT_MODE": "strict"}
+    copilot = agents["copilot"]
+    assert copilot.command == ("/opt/copilot/bin/copilot", "--acp"), "the preset's args stay"
+    assert copilot.env == {"COPILOT_MODEL": "gpt-4.1"}
+    assert copilot.mcp_tool_title == "{server}-{tool}", "what the preset knows stays"
+    assert agents["gemini"].source == "preset"
+    rows = {row["name"]: row for row in describe_agents(env)}
+    assert rows["mine"]["installed"] == find_program("sh", env)
+    assert rows["copilot"]["installed"] is None, "/opt/copilot/bin/copilot does not exist"
+    assert rows["copilot"]["source"].startswith("preset, changed in ")
+
+    named = tmp_path / "elsewhere.toml"
+    named.write_text('[agents.other]\ncommand = "other-agent"\n')
+    assert "other" in load_agents({"AGENTKERNEL_AGENTS": str(named)})
+    with pytest.raises(AgentConfigError, match="does not exist"):
+        load_agents({"AGENTKERNEL_AGENTS": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("[agents.x\ncommand = 1", "is not valid TOML"),
+        ("[agent.x]\ncommand = 'x'", "unknown top-level key(s) agent"),
+        ("[agents.x]\nargs = ['--acp']", "[agents.x] needs a command"),
+        ("[agents.x]\ncommand = 'x'\nargv = ['a']", "unknown key 'argv'"),
+        ("[agents.x]\ncommand = ['x', 'y']", "command must be a str"),
+        ("[agents.x]\ncommand = 'x'\nenv = { N = 1 }", "env values must be strings"),
+        ("[agents.copilot]\nargs = [1]", "args must be a list of strings"),
+    ],
+    ids=["toml", "top-level", "no-command", "unknown-key", "command-type", "env", "args"],
+)
+def test_a_malformed_agents_file_names_the_file_and_the_problem(
+    tmp_path: Path, body: str, says: str
+) -> None:
+    env = _agents_file(tmp_path, body)
+    with pytest.raises(AgentConfigError) as failed:
+        load_agents(env)
+    assert str(tmp_path / "agentkernel" / "agents.toml") in str(failed.value)
+    assert says in str(failed.value), failed.value
+
+
+async def test_an_agent_from_the_agents_file_runs_with_its_env(
+    make_session: Callable[..., Session], server: ScriptedModelServer, tmp_path: Path
+) -> None:
+    """A name the user defined runs that command, with the file's env: here Copilot under
+    another name, pointed at the scripted model only by the file."""
+    copilot = find_program("copilot", os.environ)
+    if copilot is None:
+        pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
+    home = tmp_path / "copilot-home"
+    home.mkdir()
+    variables = {
+        "HOME": str(home),
+        "COPILOT_HOME": str(home),
+        "COPILOT_OFFLINE": "true",
+        "COPILOT_PROVIDER_BASE_URL": f"{server.url}/v1",
+        "COPILOT_PROVIDER_TYPE": "openai",
+        "COPILOT_PROVIDER_API_KEY": "dummy",
+        "COPILOT_PROVIDER_WIRE_API": "completions",
+        "COPILOT_MODEL": "gpt-4.1",
+    }
+    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in variables.items())
+    env = _agents_file(
+        tmp_path,
+        f'[agents.pilot]\ncommand = {json.dumps(copilot)}\nargs = ["--acp"]\nenv = {{ {table} }}\n',
+    )
+    server.add(Reply(match="hello", blocks=[text("Hi from the file.")], times=0))
+    session = make_session(backend="acp", env=env, backend_options={"agent": "pilot"})
+    assert (await session.send("hello")).text == "Hi from the file."
+
+    broken = _agents_file(tmp_path, "[agents.pilot]\nargs = 3\n")
+    session = make_session(backend="acp", env=broken, backend_options={"agent": "pilot"})
+    with pytest.raises(TurnFailedError) as failed:
+        await session.send("hello")
+    assert "agents.toml" in str(failed.value) and "args must be a list" in str(failed.value)

@@ -20,12 +20,10 @@ import importlib.metadata
 import json
 import os
 import shlex
-import shutil
 import signal
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +31,6 @@ from typing import Any, ClassVar
 import acp
 from acp import schema
 
-from .._cli_install import install_folder
 from .._tool_server import SERVER_NAME, LoopbackToolServer
 from ..events import (
     Decision,
@@ -53,76 +50,10 @@ from ..events import (
     Usage,
 )
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
+from ._acp_agents import AgentPreset, describe_agents, find_program, load_agents
 from ._diff import unified_diff
 
-
-@dataclass(frozen=True)
-class AgentPreset:
-    """A well-known ACP agent: how to start it, how to install it, and what it needs told.
-
-    ``session_meta`` goes in the ``_meta`` of `session/new` (and load / fork): the ACP place
-    for agent-specific settings. ``env`` is added under the user's own environment.
-    """
-
-    command: tuple[str, ...]
-    install: str
-    session_meta: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    tool_meta: dict[str, Any] | None = None
-    """``_meta`` of each tool our MCP server lists (agent-specific hints)."""
-    tool_use_id_key: str | None = None
-    """The ``_meta`` key of the agent's MCP calls that holds its tool call id."""
-    mode: str | None = None
-    """The session mode to start in (``session/set_mode``), when the agent's own default
-    would approve tools without asking us."""
-
-
-# Claude Code approves read-only commands and reads by itself, so its ACP adapter would never
-# ask us about them; these "ask" rules make it ask about every call, as our policy requires.
-_CLAUDE_ASKS_FOR = ["Bash", "Read", "Grep", "Glob", "Edit", "Write", "NotebookEdit", "WebFetch"]
-# The session's Python tools come from our MCP server, which decides each call itself: asking
-# here too would ask twice.
-_CLAUDE_ALLOWS = [f"mcp__{SERVER_NAME}"]
-
-KNOWN_AGENTS: dict[str, AgentPreset] = {
-    "claude": AgentPreset(
-        ("claude-agent-acp",),
-        "npm install -g @agentclientprotocol/claude-agent-acp",
-        {
-            "claudeCode": {
-                "options": {
-                    "settings": {"permissions": {"ask": _CLAUDE_ASKS_FOR, "allow": _CLAUDE_ALLOWS}}
-                }
-            }
-        },
-        # As root, the adapter refuses to open a session unless told it runs in a sandbox.
-        {"IS_SANDBOX": "1"} if hasattr(os, "geteuid") and os.geteuid() == 0 else {},
-        # Loaded up front, not deferred behind Claude Code's ToolSearch.
-        tool_meta={"anthropic/alwaysLoad": True},
-        tool_use_id_key="claudecode/toolUseId",
-        # Unless told, the adapter starts in "auto", where Claude Code's classifier approves
-        # tool calls by itself; "default" asks, so every call reaches our policy.
-        mode="default",
-    ),
-    "codex": AgentPreset(("codex-acp",), "npm install -g @zed-industries/codex-acp"),
-    "copilot": AgentPreset(("copilot", "--acp"), "npm install -g @github/copilot"),
-    "gemini": AgentPreset(("gemini", "--experimental-acp"), "npm install -g @google/gemini-cli"),
-}
-"""Agent presets: ``backend_options={"agent": NAME}`` runs NAME's command line."""
-
-
-def describe_agents(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The presets, each with where its program is installed (None: not found on PATH) and the
-    command that installs it: what ``%agent agents`` shows."""
-    return [
-        {
-            "name": name,
-            "command": shlex.join(preset.command),
-            "installed": find_program(preset.command[0], env or os.environ),
-            "install": preset.install,
-        }
-        for name, preset in KNOWN_AGENTS.items()
-    ]
+__all__ = ["AcpBackend", "describe_agents", "find_program", "pick_option"]
 
 
 _STOP_REASONS = {
@@ -144,7 +75,7 @@ _OUTSIDE_CWD = -32602  # invalid params: the path is not one this client serves
 class AcpBackend:
     """One ACP agent process and one of its sessions.
 
-    ``backend_options``: ``agent`` (a preset name from `KNOWN_AGENTS`, or a command line;
+    ``backend_options``: ``agent`` (an agent name, see `load_agents`, or a command line;
     default ``claude``), ``session_meta`` (``_meta`` for session/new, replacing the preset's),
     ``startup_timeout`` (seconds for initialize + session/new, default 60).
     """
@@ -172,6 +103,8 @@ class AcpBackend:
         self._replaying = False
         self._cost_seen = 0.0
         self._tool_server: LoopbackToolServer | None = None
+        self.served_titles: frozenset[str] = frozenset()
+        """The titles under which the agent announces calls of our MCP server's tools."""
         self._preset: AgentPreset | None = None
         self._client = _Client(self)
 
@@ -181,9 +114,10 @@ class AcpBackend:
         self._host = host
         options = dict(config.options)
         agent = options.get("agent", "claude")
-        preset = KNOWN_AGENTS.get(agent) if isinstance(agent, str) else None
+        agents = load_agents({**os.environ, **config.env})
+        preset = agents.get(agent) if isinstance(agent, str) else None
         env = self._env = {**os.environ, **(preset.env if preset else {}), **config.env}
-        self._argv = _agent_argv(agent, env)
+        self._argv = _agent_argv(agent, agents, env)
         self._meta = dict(options.get("session_meta", preset.session_meta if preset else {}))
         self._preset = preset
         self._cwd = Path(config.cwd or os.getcwd()).resolve()
@@ -336,6 +270,11 @@ class AcpBackend:
             return decided or Decision("deny", reason="the turn ended before an answer")
 
         preset = self._preset
+        if preset is not None and preset.mcp_tool_title is not None:
+            title = preset.mcp_tool_title
+            self.served_titles = frozenset(
+                title.format(server=SERVER_NAME, tool=tool.name) for tool in config.tools
+            )
         self._tool_server = LoopbackToolServer(
             config.tools,
             decide,
@@ -483,6 +422,9 @@ class AcpBackend:
 
     def _end_turn(self, turn: _Turn, response: schema.PromptResponse) -> None:
         assert self._host is not None
+        if (failure := self._reported_failure(turn, response)) is not None:
+            self._end_turn_failed(turn, failure)
+            return
         self._flush(turn)
         raw = response.stop_reason
         stop_reason = _STOP_REASONS.get(raw, "end_turn")
@@ -495,6 +437,27 @@ class AcpBackend:
                 duration_s=time.monotonic() - turn.started,
                 result="".join(turn.answer),
             )
+        )
+
+    def _reported_failure(self, turn: _Turn, response: schema.PromptResponse) -> Error | None:
+        """The failure an agent reported as its last message (see
+        `AgentPreset.error_prefix`), taken out of the answer; None for a turn that went well."""
+        prefix = self._preset.error_prefix if self._preset is not None else None
+        if (
+            prefix is None
+            or response.usage is not None
+            or response.stop_reason != "end_turn"
+            or turn.buffer_kind != "text"
+            or not turn.buffer
+            or not turn.buffer[-1].startswith(prefix)
+        ):
+            return None
+        message = turn.buffer.pop().strip()
+        return Error(
+            kind="api_error",
+            message=f"the ACP agent {self._agent_label()} could not get an answer from its "
+            f"model: {message}{self._stderr_tail()}",
+            raw_kind="error_message",
         )
 
     def _end_turn_failed(self, turn: _Turn, error: Error) -> None:
@@ -593,6 +556,7 @@ class AcpBackend:
         tool = self._tools.get(update.tool_call_id)
         if tool is None:
             tool = self._tools[update.tool_call_id] = _Tool(update.tool_call_id)
+            tool.announced_title = update.title
         tool.merge(update)
         return tool
 
@@ -680,6 +644,8 @@ class _Tool:
     raw_input: Any = None
     raw_output: Any = None
     shown: bool = False
+    announced_title: str | None = None
+    """The title of the agent's first word about the call (later updates may retitle it)."""
 
     def merge(self, update: Any) -> None:
         for name in ("kind", "title", "status", "raw_input", "raw_output"):
@@ -772,6 +738,15 @@ class _Client:
         backend = self._backend
         tool = backend.tool(tool_call)
         backend.show_tool(tool)
+        if tool.announced_title in backend.served_titles:
+            # A call of our own MCP server's tool: the server asks about it when the call
+            # reaches it, so the agent may make it. An agent that does not announce the call
+            # first is asked about twice, never not at all.
+            once = pick_option(options, Decision("allow"))
+            if once is not None:
+                return schema.RequestPermissionResponse(
+                    outcome=schema.AllowedOutcome(outcome="selected", option_id=once.option_id)
+                )
         info = tool.info()
         decision = await backend.decide(
             PermissionRequest(
@@ -1085,27 +1060,24 @@ def pick_option(
     return next((by_kind[kind] for kind in wanted if kind in by_kind), None)
 
 
-def _agent_argv(agent: Any, env: dict[str, str]) -> list[str]:
-    """The agent's command line: a preset name or a command line, its program resolved."""
+def _agent_argv(agent: Any, agents: dict[str, AgentPreset], env: dict[str, str]) -> list[str]:
+    """The agent's command line: an agent's name or a command line, its program resolved."""
     if isinstance(agent, (list, tuple)):
         argv = [str(part) for part in agent]
-    elif isinstance(agent, str) and agent in KNOWN_AGENTS:
-        argv = list(KNOWN_AGENTS[agent].command)
+    elif isinstance(agent, str) and agent in agents:
+        argv = list(agents[agent].command)
     elif isinstance(agent, str) and agent.strip():
         argv = shlex.split(agent)
     else:
         raise ValueError(
-            f"backend_options['agent'] must be an agent name ({', '.join(KNOWN_AGENTS)}) or a "
+            f"backend_options['agent'] must be an agent name ({', '.join(agents)}) or a "
             f"command line, not {agent!r}"
         )
     program = argv[0]
-    if os.sep in program:
-        found = program if os.access(program, os.X_OK) and Path(program).is_file() else None
-    else:
-        found = find_program(program, env)
+    found = find_program(program, env)
     if found is None:
-        preset = next((p for p in KNOWN_AGENTS.values() if p.command[0] == program), None)
-        hint = f"install it with `{preset.install}`, or " if preset else ""
+        preset = next((p for p in agents.values() if p.command[0] == program), None)
+        hint = f"install it with `{preset.install}`, or " if preset and preset.install else ""
         where = "does not exist or is not executable" if os.sep in program else "is not on PATH"
         raise FileNotFoundError(
             f"ACP agent command {program!r} {where}: {hint}pass backend_options="
@@ -1119,14 +1091,6 @@ def _version() -> str:
         return importlib.metadata.version("jupyter-agentkernel")
     except importlib.metadata.PackageNotFoundError:
         return "0"
-
-
-def find_program(program: str, env: Mapping[str, str]) -> str | None:
-    """`program` on the env's PATH, else among the npm packages that ``python -m agentkernel
-    install-cli`` put in its install folder (no global npm install needed)."""
-    npm_bin = install_folder() / "node_modules" / ".bin"
-    path = os.pathsep.join(p for p in (env.get("PATH"), str(npm_bin)) if p)
-    return shutil.which(program, path=path)
 
 
 def _model_option(options: list[Any]) -> Any:

@@ -99,6 +99,11 @@ class BackendCase:
     """Why the backend cannot run here (its CLI is not installed), or None."""
     backend: str | type[Backend] | None = None
     """The backend to run, when not the registered one named `name` (a test double)."""
+    continues_after_deny: bool = True
+    """Whether the agent goes on with its turn after a denied tool call (the model hears of
+    the denial at once and answers), or ends the turn there, as a person's "stop" (Copilot over
+    ACP): then the model hears of it with the next prompt. Checked both ways: an agent
+    declared to end its turn must not ask its model again in that turn."""
 
 
 def _claude_options(server: ScriptedModelServer, config: Path) -> dict[str, Any]:
@@ -123,7 +128,7 @@ CLAUDE = BackendCase(
 def _acp_claude_missing() -> str | None:
     import os
 
-    from ..backends.acp import find_program
+    from ..backends._acp_agents import find_program
 
     if find_program("claude-agent-acp", os.environ):
         return None
@@ -142,6 +147,37 @@ ACP = BackendCase(
         "backend_options": {"agent": str(folder / "no-claude-agent-acp")}
     },
     missing=_acp_claude_missing,
+)
+
+
+def _acp_copilot_options(server: ScriptedModelServer, config: Path) -> dict[str, Any]:
+    """`copilot --acp` takes its provider from the CLI's own variables (offline mode needs
+    them); the session model is the CLI's ``COPILOT_MODEL``."""
+    openai = server.openai_env()
+    return {
+        "env": {
+            "HOME": str(config),
+            "COPILOT_HOME": str(config),
+            "COPILOT_OFFLINE": "true",
+            "COPILOT_PROVIDER_BASE_URL": openai["OPENAI_BASE_URL"],
+            "COPILOT_PROVIDER_TYPE": "openai",
+            "COPILOT_PROVIDER_API_KEY": openai["OPENAI_API_KEY"],
+            "COPILOT_PROVIDER_WIRE_API": "completions",
+            "COPILOT_MODEL": "gpt-4.1",
+        },
+        "backend_options": {"agent": "copilot"},
+    }
+
+
+ACP_COPILOT = BackendCase(
+    name="acp-copilot",
+    backend="acp",
+    shell=lambda command: tool_use("bash", {"command": command, "description": "Run it"}),
+    write_file=lambda path, body: tool_use("create", {"path": path, "file_text": body}),
+    session_options=_acp_copilot_options,
+    bad_cli_options=lambda folder: {"backend_options": {"agent": str(folder / "no-copilot")}},
+    missing=lambda: _copilot_missing(),
+    continues_after_deny=False,
 )
 
 
@@ -203,7 +239,7 @@ COPILOT = BackendCase(
     missing=_copilot_missing,
 )
 
-CASES: list[BackendCase] = [CLAUDE, ACP, CODEX, COPILOT]
+CASES: list[BackendCase] = [CLAUDE, ACP, ACP_COPILOT, CODEX, COPILOT]
 
 
 # -- the harness -------------------------------------------------------------------------------
@@ -400,13 +436,25 @@ async def check_shell_command_allowed_runs(h: Harness) -> None:
 
 async def check_denied_shell_command_does_not_run(h: Harness) -> None:
     marker = h.cwd / "denied.txt"
-    events = await _shell_turn(h, h.session(), f"touch {marker}", lambda r: r.deny("not now"))
+    session = h.session()
+    command = f"touch {marker}"
+    events = await _shell_turn(h, session, command, lambda r: r.deny("not now"))
     assert not marker.exists(), "a denied command ran"
     decided = _of(events, PermissionDecided)
     assert [(d.behavior, d.by) for d in decided] == [("deny", "user")]
-    follow_up = [r for r in h.server.requests if r.matched and r.matched.match == "tool_result"]
-    assert follow_up, "the model must hear that its command was denied"
     assert _ended(events).stop_reason == "end_turn"
+    follow_up = [r for r in h.server.requests if r.matched and r.matched.match == "tool_result"]
+    if h.case.continues_after_deny:
+        assert follow_up, "the model must hear that its command was denied"
+        return
+    assert not follow_up, f"{h.case.name} is declared to end its turn on a denial, yet went on"
+    results = _of(events, ToolResult)
+    assert results and results[-1].is_error, "the denied call must end as failed"
+    h.script(Reply(match="and now", blocks=[text("Understood.")], times=0))
+    await session.send("and now?")
+    later = [json.dumps(r.body) for r in h.server.requests if "and now" in r.last_user_text]
+    assert any(command in body for body in later), "the next prompt must carry the denied call"
+    assert not marker.exists()
 
 
 async def check_allow_always_is_not_asked_again(h: Harness) -> None:
@@ -436,7 +484,8 @@ async def check_headless_default_denies_every_command(h: Harness) -> None:
     )
     record = await h.session().send("run two commands")
     decided = _of(record.events, PermissionDecided)
-    assert [(d.behavior, d.by) for d in decided] == [("deny", "policy")] * 2, decided
+    asked = 2 if h.case.continues_after_deny else 1  # or the turn ends at the first denial
+    assert [(d.behavior, d.by) for d in decided] == [("deny", "policy")] * asked, decided
     assert not marker.exists()
     ran = [r for r in _of(record.events, ToolResult) if not r.is_error]
     assert not any(r.output.strip() == "conformance-echo" for r in ran), "echo ran"
