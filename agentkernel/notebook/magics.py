@@ -457,6 +457,27 @@ class AgentMagics(Magics):
         self.store.delete(record.id)
         print(f"Deleted {record.id[:8]} and its turns from the store.")
 
+    def cmd_agents(self, args: Any) -> None:
+        # Imported here: the listing reads a config file and PATH, and needs no agent SDK.
+        from ..backends._acp_agents import config_path, describe_agents
+
+        env = {**os.environ, **(self.session_options.get("env") or {})}
+        rows = describe_agents(env)
+        path = config_path(env)
+        print(
+            f"ACP agents (`%%agent --backend acp --agent NAME`); your agents file: {path}"
+            + ("" if path.is_file() else " (none yet)")
+        )
+        width = max(len(row["name"]) for row in rows)
+        for row in rows:
+            state = (
+                f"installed: {row['installed']}"
+                if row["installed"]
+                else f"not installed: {row['install'] or 'no install command known'}"
+            )
+            changed = "" if row["source"] == "preset" else f"  [{row['source']}]"
+            print(f"  {row['name']:{width}}  {row['command']}  ({state}){changed}")
+
     def _stored(self, ref: str) -> Any:
         record = self.store.get_session(ref)
         if record is None:
@@ -654,6 +675,7 @@ SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
     "rename": AgentMagics.cmd_rename,
     "pin": AgentMagics.cmd_pin,
     "delete": AgentMagics.cmd_delete,
+    "agents": AgentMagics.cmd_agents,
 }
 
 
@@ -735,6 +757,7 @@ def _subcommand_parser() -> MagicArgumentParser:
     pin.add_argument("id")
     pin.add_argument("--unpin", action="store_true")
     add("delete", "Delete a stored session and its turns.").add_argument("id")
+    add("agents", "List the ACP agents (--backend acp --agent NAME): installed, or how to.")
     add("help", "Show this help.")
     return parser
 
