@@ -149,6 +149,12 @@ class AgentMagics(Magics):
     )
     @argument("--backend", "-b", help="Backend for a new session (default: claude).")
     @argument("--model", "-m", help="Model for a new session, or switch this one's model.")
+    @argument(
+        "--agent",
+        "-a",
+        metavar="NAME",
+        help="With --backend acp: the ACP agent of a new session (`%%agent agents` lists them).",
+    )
     @argument("--new", action="store_true", help="Start a fresh session under this name.")
     @argument(
         "--permission-mode",
@@ -271,6 +277,7 @@ class AgentMagics(Magics):
                 backend=args.backend,
                 model=args.model,
                 max_budget_usd=args.max_budget,
+                backend_options=self._agent_options(args),
             )
         else:
             session = self.sessions.get(name)
@@ -285,6 +292,18 @@ class AgentMagics(Magics):
                 session.max_budget_usd = args.max_budget
         self.sessions.current = name
         return session
+
+    def _agent_options(self, args: Any) -> dict[str, Any] | None:
+        """``--agent NAME`` as the new session's backend options (over the configured ones)."""
+        if args.agent is None:
+            return None
+        if (args.backend or self.default_backend) != "acp":
+            raise UsageError(
+                f"--agent {args.agent} names an ACP agent: add `--backend acp` (other backends "
+                "run one agent each)"
+            )
+        configured = self.session_defaults().get("backend_options") or {}
+        return {**configured, "agent": args.agent}
 
     def _prompt(self, body: str, args: Any) -> str:
         namespace = self.shell.user_ns
