@@ -425,3 +425,19 @@ async def test_an_agent_from_the_agents_file_runs_with_its_env(
     with pytest.raises(TurnFailedError) as failed:
         await session.send("hello")
     assert "agents.toml" in str(failed.value) and "args must be a list" in str(failed.value)
+
+
+async def test_copilot_answering_error_colon_is_an_answer_not_a_failure(
+    make_session: Callable[..., Session], server: ScriptedModelServer, tmp_path: Path
+) -> None:
+    """Copilot reports a failed model request as an ``Error: ...`` message; a model whose
+    answer merely begins so (the request succeeded: the answer has usage) is not a failure."""
+    if find_program("copilot", os.environ) is None:
+        pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
+    from agentkernel.testing.backend_conformance import _acp_copilot_options
+
+    answer = "Error: the file has no header row, so I stopped."
+    server.add(Reply(match="check the file", blocks=[text(answer)], times=0))
+    session = make_session(backend="acp", **_acp_copilot_options(server, tmp_path))
+    record = await session.send("check the file")
+    assert record.text == answer and record.status == "completed"

@@ -120,7 +120,12 @@ KNOWN_AGENTS: dict[str, AgentPreset] = {
         # tool calls by itself; "default" asks, so every call reaches our policy.
         mode="default",
     ),
-    "codex": AgentPreset(("codex-acp",), "npm install -g @zed-industries/codex-acp"),
+    # Its session modes run commands in a sandbox without asking; "untrusted" asks first
+    # (codex-acp 0.16.0 still runs the commands it deems safe, such as echo, unasked).
+    "codex": AgentPreset(
+        ("codex-acp", "-c", 'approval_policy="untrusted"'),
+        "npm install -g @zed-industries/codex-acp",
+    ),
     "copilot": AgentPreset(
         ("copilot", "--acp"),
         "python -m agentkernel install-cli copilot",
