@@ -28,6 +28,7 @@ from agentkernel.events import (
     FileChange,
     PermissionRequest,
     Text,
+    TextDelta,
     Thinking,
     ThinkingDelta,
     ToolCall,
@@ -441,3 +442,36 @@ async def test_copilot_answering_error_colon_is_an_answer_not_a_failure(
     session = make_session(backend="acp", **_acp_copilot_options(server, tmp_path))
     record = await session.send("check the file")
     assert record.text == answer and record.status == "completed"
+
+
+async def test_copilot_reports_retries_and_a_dead_model_as_errors_not_as_text(
+    make_session: Callable[..., Session], server: ScriptedModelServer, tmp_path: Path
+) -> None:
+    """Copilot says "Info: ... Retrying..." and then "Error: ..." as messages when its model
+    cannot be reached: they are a retry and the turn's failure, and none of it is answer."""
+    if find_program("copilot", os.environ) is None:
+        pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
+    from agentkernel.testing.backend_conformance import _acp_copilot_options
+
+    options = _acp_copilot_options(server, tmp_path)
+    server.stop()
+    session = make_session(backend="acp", **options)
+    with pytest.raises(TurnFailedError) as failed:
+        await session.send("hello")
+    events = failed.value.record.events
+    errors = [e for e in events if e.type == "error"]
+    assert [e.kind for e in errors][-1] == "api_error"
+    assert "Could not connect" in errors[-1].message
+    assert "retrying" in [e.kind for e in errors], "Copilot retries before it gives up"
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta | Text))
+    assert streamed == "", f"the agent's own notices are not answer text: {streamed!r}"
+
+
+def test_the_readme_agents_file_example_is_a_valid_agents_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### ACP") :]
+    example = section[section.index("```toml\n") + 8 :]
+    example = example[: example.index("```")]
+    agents = load_agents(_agents_file(tmp_path, example))
+    assert agents["mine"].command == ("my-agent", "--acp")
+    assert agents["copilot"].command == ("/opt/copilot/bin/copilot", "--acp")

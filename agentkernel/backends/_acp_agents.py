@@ -7,11 +7,11 @@ PATH, nothing more.
 The config is ``$AGENTKERNEL_AGENTS`` if set, else ``$XDG_CONFIG_HOME/agentkernel/agents.toml``
 (``~/.config/agentkernel/agents.toml``)::
 
-    [agents.goose]                  # a new agent: --agent goose
-    command = "goose"
-    args = ["acp"]
-    env = { GOOSE_PROVIDER = "openai" }
-    install = "pipx install goose-ai"   # shown by %agent agents while it is not installed
+    [agents.mine]                   # a new agent: --agent mine
+    command = "my-agent"
+    args = ["--acp"]
+    env = { MY_AGENT_MODE = "strict" }
+    install = "pipx install my-agent"   # shown by %agent agents while it is not installed
 
     [agents.copilot]                # a preset, changed: only the keys given replace its own
     command = "/opt/copilot/bin/copilot"   # its args (--acp) stay unless args is given
@@ -87,7 +87,11 @@ class AgentPreset:
     error_prefix: str | None = None
     """How the agent begins the message with which it reports a failed model request, for an
     agent that ends such a turn as if it succeeded: that message, in a turn whose answer has no
-    ``usage`` (no model request succeeded), fails the turn."""
+    ``usage`` (no model request succeeded), fails the turn. Such a message is held back from
+    the stream until the next chunk or the turn's end shows what it is."""
+    retry_prefix: str | None = None
+    """How the agent begins a message that says it retries a failed model request: such a
+    chunk is reported as a retry (``Error(kind="retrying")``), not as answer text."""
     source: str = "preset"
     """Where the definition comes from: ``preset``, or the config file that defines or
     changes it."""
@@ -132,6 +136,7 @@ KNOWN_AGENTS: dict[str, AgentPreset] = {
         mcp_tool_title="{server}-{tool}",
         # "Error: Could not connect to local model provider at ...", after its retries.
         error_prefix="Error: ",
+        retry_prefix="Info: Response was interrupted due to a server error. Retrying",
     ),
     "gemini": AgentPreset(("gemini", "--experimental-acp"), "npm install -g @google/gemini-cli"),
 }

@@ -442,17 +442,9 @@ class AcpBackend:
     def _reported_failure(self, turn: _Turn, response: schema.PromptResponse) -> Error | None:
         """The failure an agent reported as its last message (see
         `AgentPreset.error_prefix`), taken out of the answer; None for a turn that went well."""
-        prefix = self._preset.error_prefix if self._preset is not None else None
-        if (
-            prefix is None
-            or response.usage is not None
-            or response.stop_reason != "end_turn"
-            or turn.buffer_kind != "text"
-            or not turn.buffer
-            or not turn.buffer[-1].startswith(prefix)
-        ):
+        if turn.held is None or response.usage is not None or response.stop_reason != "end_turn":
             return None
-        message = turn.buffer.pop().strip()
+        message, turn.held = turn.held.strip(), None
         return Error(
             kind="api_error",
             message=f"the ACP agent {self._agent_label()} could not get an answer from its "
@@ -481,9 +473,18 @@ class AcpBackend:
             )
         )
 
+    def _release(self, turn: _Turn) -> None:
+        """The held-back chunk was answer text after all: stream it."""
+        assert self._host is not None
+        if turn.held is not None:
+            turn.buffer.append(turn.held)
+            self._host.emit(TextDelta(text=turn.held))
+            turn.held = None
+
     def _flush(self, turn: _Turn) -> None:
         """Close the running text or thinking block with its whole-block event."""
         assert self._host is not None
+        self._release(turn)
         if turn.buffer:
             whole = "".join(turn.buffer)
             self._host.emit(
@@ -540,10 +541,19 @@ class AcpBackend:
             self._flush(turn)
             self._host.emit(Other(kind=f"{kind}_content", data=_dump(content)))
             return
+        preset = self._preset
+        retry = preset.retry_prefix if preset is not None else None
+        if kind == "text" and retry is not None and content.text.startswith(retry):
+            self._host.emit(Error(kind="retrying", message=content.text.strip(), retryable=True))
+            return
         if turn.buffer_kind != kind or (update.message_id and update.message_id != turn.message_id):
             self._flush(turn)
+        self._release(turn)
         turn.buffer_kind, turn.message_id = kind, update.message_id
-        if content.text:
+        prefix = preset.error_prefix if preset is not None else None
+        if kind == "text" and prefix is not None and content.text.startswith(prefix):
+            turn.held = content.text
+        elif content.text:
             turn.buffer.append(content.text)
             self._host.emit(
                 TextDelta(text=content.text) if kind == "text" else ThinkingDelta(text=content.text)
@@ -629,6 +639,9 @@ class _Turn:
     answer: list[str] = field(default_factory=list)
     cost: float = 0.0
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    held: str | None = None
+    """A text chunk that may be the agent's report of a failure, kept back until the next
+    chunk or the turn's end says whether it is (`AgentPreset.error_prefix`)."""
 
 
 @dataclass
