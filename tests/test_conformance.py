@@ -70,3 +70,23 @@ async def test_a_broken_backend_fails_the_suite(
         for session in world.sessions:
             session.kill()
         world.server.stop()
+
+
+async def test_a_wrong_continues_after_deny_fails_the_suite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The declaration is checked, not trusted: Claude goes on after a denial, so a case that
+    says it ends its turn there fails."""
+    monkeypatch.setattr("agentkernel.testing.backend_conformance.TURN_TIMEOUT_S", 30.0)
+    case = dataclasses.replace(
+        CLAUDE, name="claims-to-stop", backend="claude", continues_after_deny=False
+    )
+    world = Harness(case, tmp_path)
+    world.server.start()
+    try:
+        with pytest.raises(AssertionError, match="declared to end its turn on a denial"):
+            await check_denied_shell_command_does_not_run(world)
+    finally:
+        for session in world.sessions:
+            session.kill()
+        world.server.stop()
