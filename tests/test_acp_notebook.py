@@ -161,3 +161,10 @@ def test_agent_agents_lists_presets_and_the_agents_file(
     broken = kernel.run("%agent agents")
     assert broken.status == "error"
     assert str(agents_file) in broken.error and "command must be a str" in broken.error
+
+
+def test_agent_needs_the_acp_backend(kernel: KernelDriver, server: ScriptedModelServer) -> None:
+    refused = kernel.run("%%agent --agent copilot\nhello")
+    assert refused.status == "error"
+    assert "--backend acp" in refused.error, refused.error
+    assert not server.requests, "a refused cell starts no agent"
