@@ -31,6 +31,7 @@ from agentkernel.events import (
     Event,
     FileChange,
     PermissionRequest,
+    PlanUpdate,
     Thinking,
     ThinkingDelta,
     ToolResult,
@@ -239,6 +240,44 @@ async def test_usage_cost_thinking_and_error_kinds(
         errors = _of(failed.value.record.events, Error)
         assert [e.kind for e in errors] == [kind], errors
         assert session.backend_session_id == thread, "the thread id is kept when a turn fails"
+    await session.close()
+
+
+async def test_the_plan_tool_fills_the_task_list(
+    server: ScriptedModelServer, tmp_path: Path
+) -> None:
+    """Codex offers ``update_plan``; the model's plan becomes a PlanUpdate and the session's
+    tasks, each later call replacing the list whole."""
+    first = {
+        "explanation": "Two steps.",
+        "plan": [
+            {"step": "Read the data", "status": "in_progress"},
+            {"step": "Write the report", "status": "pending"},
+        ],
+    }
+    later = {
+        "plan": [
+            {"step": "Read the data", "status": "completed"},
+            {"step": "Write the report", "status": "in_progress"},
+        ]
+    }
+    server.add(
+        Reply(match="plan it", blocks=[tool_use("update_plan", first)]),
+        Reply(match="tool_result", blocks=[tool_use("update_plan", later)], times=1),
+        Reply(match="tool_result", blocks=[text("Planned.")]),
+    )
+    session = Session("codex", **_options(server, tmp_path))
+    record = await session.send("plan it")
+    assert record.text == "Planned."
+    offered = [t.get("name") for t in server.requests[0].body.get("tools", [])]
+    assert "update_plan" in offered, offered
+    plans = [[(i["content"], i["status"]) for i in p.items] for p in _of(record.events, PlanUpdate)]
+    assert plans == [
+        [("Read the data", "in_progress"), ("Write the report", "pending")],
+        [("Read the data", "completed"), ("Write the report", "in_progress")],
+    ]
+    assert [(t.text, t.status) for t in session.tasks] == plans[-1]
+    assert "unsupported call" not in _sent_after(server, 1)
     await session.close()
 
 

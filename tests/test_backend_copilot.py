@@ -176,7 +176,47 @@ async def test_byok_provider_without_a_model_is_refused(copilot_cli: Path) -> No
     assert not session.pids()
 
 
+async def test_provider_variables_need_a_whole_token_count(copilot_cli: Path) -> None:
+    env = {
+        "COPILOT_PROVIDER_BASE_URL": "http://127.0.0.1:9/v1",
+        "COPILOT_MODEL": "gpt-4.1",
+        "COPILOT_PROVIDER_MAX_PROMPT_TOKENS": "lots",
+    }
+    session = Session("copilot", store=False, env=env)
+    with pytest.raises(TurnFailedError, match="COPILOT_PROVIDER_MAX_PROMPT_TOKENS"):
+        await session.send("hello")
+    assert not session.pids()
+
+
 # -- the real CLI --------------------------------------------------------------------------
+
+
+async def test_the_clis_provider_variables_are_the_provider(
+    copilot_cli: Path, server: ScriptedModelServer, tmp_path: Path, workdir: Path
+) -> None:
+    """No ``provider`` option: the CLI's own COPILOT_PROVIDER_* / COPILOT_MODEL variables (what
+    a kernel's environment can carry) reach the model, with no GitHub login."""
+    server.add(Reply(match="hello", blocks=[text("Hello from your provider.")]))
+    home = tmp_path / "home"
+    home.mkdir()
+    openai = server.openai_env()
+    env = {
+        "HOME": str(home),
+        "COPILOT_HOME": str(home),
+        "COPILOT_OFFLINE": "true",
+        "COPILOT_PROVIDER_BASE_URL": openai["OPENAI_BASE_URL"],
+        "COPILOT_PROVIDER_API_KEY": openai["OPENAI_API_KEY"],
+        "COPILOT_PROVIDER_WIRE_API": "completions",
+        "COPILOT_MODEL": "gpt-4.1",
+    }
+    session = Session("copilot", cwd=workdir, store=False, env=env)
+    try:
+        record = await session.send("hello")
+        assert record.text == "Hello from your provider."
+        assert session.model == "gpt-4.1"
+        assert server.requests[-1].body["model"] == "gpt-4.1"
+    finally:
+        await session.close()
 
 
 async def test_edits_show_their_diff_and_denials_reach_the_model(

@@ -1,11 +1,15 @@
 """Every backend in a notebook: a stock python3 kernel with ``%load_ext agentkernel`` and the
-backend chosen by ``%config``, headless (the default policy denies, and says so) and with the
-user's permission (the command runs). The real CLIs against the scripted model server."""
+backend chosen by ``%config``, headless (the default policy denies, and says so), with the
+user's permission (the command runs), and with a person clicking Allow or Deny on the card in
+the running cell. The real CLIs against the scripted model server."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -14,23 +18,24 @@ from agentkernel.testing import Reply, ScriptedModelServer, text
 from agentkernel.testing.backend_conformance import CASES, BackendCase
 
 from .conftest import agent_processes, wait_until_gone
-from .kernel_client import KernelDriver
+from .kernel_client import CellRun, KernelDriver
+from .test_magics import _button, _click, _has_button
 
 OTHERS = [case for case in CASES if case.name in ("codex", "copilot")]
 
 
-@pytest.mark.parametrize("case", OTHERS, ids=lambda case: case.name)
-def test_a_notebook_on_another_backend(
-    case: BackendCase, server: ScriptedModelServer, tmp_path: Path, workspace: Path
-) -> None:
+@pytest.fixture
+def notebook(
+    request: pytest.FixtureRequest,
+    server: ScriptedModelServer,
+    tmp_path: Path,
+    workspace: Path,
+) -> Iterator[KernelDriver]:
+    """A stock python3 kernel whose ``%%agent`` cells run the case's backend on the server,
+    configured as a user would (``%config``); shut down and checked for agents left behind."""
+    case: BackendCase = request.param
     if reason := case.missing():
         pytest.skip(reason)
-    denied, allowed = workspace / "denied.txt", workspace / "allowed.txt"
-    server.add(
-        Reply(match="make the first", blocks=[case.shell(f"touch {denied}")], times=0),
-        Reply(match="make the second", blocks=[case.shell(f"touch {allowed}")], times=0),
-        Reply(match="tool_result", blocks=[text("Handled the file.")], times=0),
-    )
     config = tmp_path / "agent-config"
     config.mkdir()
     options = case.session_options(server, config)
@@ -39,31 +44,119 @@ def test_a_notebook_on_another_backend(
     driver = KernelDriver(kc)
     before = {p.pid for p in agent_processes()}
     try:
-        assert driver.run("%load_ext agentkernel").status == "ok"
         setup = [
+            "%load_ext agentkernel",
             f"%config AgentMagics.default_backend = {case.name!r}",
             f"%config AgentMagics.session_options = {options!r}",
         ]
         if model:
             setup.append(f"%config AgentMagics.default_model = {model!r}")
         for line in setup:
-            assert driver.run(line).status == "ok", line
-        first = driver.run("%%agent\nmake the first file")
-        assert first.status == "ok", first.error
-        shown = first.stdout + "".join(first.outputs())
-        assert not denied.exists() and "denied" in shown.lower()
-        assert "Handled the file." in shown
-        provenance = [
-            m["content"]["metadata"]["agentkernel"]
-            for m in first.of_type("display_data")
-            if "agentkernel" in m["content"]["metadata"]
-        ]
-        assert provenance[-1]["backend"] == case.name
-        second = driver.run("%%agent -p allow-all\nmake the second file")
-        assert second.status == "ok", second.error
-        assert allowed.exists(), "the allowed command did not run"
+            ran = driver.run(line)
+            assert ran.status == "ok", f"{line}: {ran.error}"
+        yield driver
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
     leftover = [p.pid for p in agent_processes() if p.pid not in before]
     assert wait_until_gone(leftover) == [], "an agent outlived the kernel"
+
+
+@pytest.mark.parametrize("notebook", OTHERS, ids=lambda case: case.name, indirect=True)
+def test_a_notebook_on_another_backend(
+    notebook: KernelDriver,
+    server: ScriptedModelServer,
+    workspace: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    case = request.node.callspec.params["notebook"]
+    denied, allowed = workspace / "denied.txt", workspace / "allowed.txt"
+    server.add(
+        Reply(match="make the first", blocks=[case.shell(f"touch {denied}")], times=0),
+        Reply(match="make the second", blocks=[case.shell(f"touch {allowed}")], times=0),
+        Reply(match="tool_result", blocks=[text("Handled the file.")], times=0),
+    )
+    driver = notebook
+    first = driver.run("%%agent\nmake the first file")
+    assert first.status == "ok", first.error
+    shown = first.stdout + "".join(first.outputs())
+    assert not denied.exists() and "denied" in shown.lower()
+    assert "Handled the file." in shown
+    provenance = [
+        m["content"]["metadata"]["agentkernel"]
+        for m in first.of_type("display_data")
+        if "agentkernel" in m["content"]["metadata"]
+    ]
+    assert provenance[-1]["backend"] == case.name
+    second = driver.run("%%agent -p allow-all\nmake the second file")
+    assert second.status == "ok", second.error
+    assert allowed.exists(), "the allowed command did not run"
+
+
+def _draw_until(
+    driver: KernelDriver, run: CellRun, predicate: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Play a widget front end until `predicate` holds: each live-view block says it was drawn
+    as soon as it opens (a view drawn late, after the turn's probe, makes the cell fall back to
+    text and ask on stdin, as for a console)."""
+
+    def drawn(msg: dict[str, Any]) -> bool:
+        state = msg["content"].get("data", {}).get("state", {})
+        if msg["msg_type"] == "comm_open" and state.get("_model_name") == "AnyModel":
+            driver.send_comm(
+                msg["content"]["comm_id"], {"method": "custom", "content": {"rendered": True}}
+            )
+        return predicate(msg)
+
+    driver.wait_for(run, drawn, timeout=120)
+
+
+@pytest.mark.parametrize("choice", ["allow", "deny"])
+@pytest.mark.parametrize("notebook", OTHERS, ids=lambda case: case.name, indirect=True)
+def test_an_approval_click_answers_the_running_cell(
+    notebook: KernelDriver,
+    choice: str,
+    server: ScriptedModelServer,
+    workspace: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The card's buttons arrive as comm messages while the cell's execute_request is still
+    running: Allow runs the command; Deny does not, and the model gets the typed reason."""
+    case = request.node.callspec.params["notebook"]
+    clicked = workspace / "clicked.txt"
+    server.add(
+        Reply(match="make the file", blocks=[case.shell(f"touch {clicked}")], times=0),
+        Reply(match="tool_result", blocks=[text("Handled the file.")], times=0),
+    )
+    driver = notebook
+    run = driver.start("%%agent\nmake the file", allow_stdin=True)
+    _draw_until(driver, run, _has_button("agentkernel-deny"))
+    assert not clicked.exists(), "the command ran before anyone clicked"
+    asked = len(server.requests)
+    if choice == "deny":
+        reason = next(
+            m["content"]["comm_id"]
+            for m in run.of_type("comm_open")
+            if "agentkernel-reason" in m["content"]["data"]["state"].get("_dom_classes", [])
+        )
+        driver.send_comm(
+            reason, {"method": "update", "state": {"value": "not today"}, "buffer_paths": []}
+        )
+    _click(driver, _button(run, f"agentkernel-{choice}"))
+    driver.finish(run, timeout=120)
+    assert run.status == "ok", run.error
+    final = "".join(run.outputs())
+    assert "Handled the file." in final
+    after = json.dumps([r.body for r in server.requests[asked:]])
+    if choice == "allow":
+        assert clicked.exists(), "the allowed command did not run"
+    else:
+        assert not clicked.exists(), "the denied command ran"
+        assert "not today" in after, "the model did not get the reason"
+    provenance = [
+        m["content"]["metadata"]["agentkernel"]
+        for m in run.of_type("display_data", "update_display_data")
+        if "agentkernel" in m["content"].get("metadata", {})
+    ]
+    assert provenance[-1]["backend"] == case.name
+    assert [(a["behavior"], a["by"]) for a in provenance[-1]["approvals"]] == [(choice, "user")]

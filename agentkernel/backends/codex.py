@@ -115,9 +115,13 @@ _BASE_CONFIG: dict[str, Any] = {
     "check_for_update_on_startup": False,
     "analytics.enabled": False,
     "features.unbounded_connection_retries": False,
+    "tools.update_plan": {"enabled": True},
 }
 """Passed to every app-server before the user's ``config``: no update check and no analytics
-(nothing leaves the machine but model calls), and a connection that fails fails the turn."""
+(nothing leaves the machine but model calls), a connection that fails fails the turn, and the
+model is offered Codex's ``update_plan`` tool (off by default in Codex 0.163 for every model
+``codex debug models`` lists: a call to it was answered "unsupported call"), whose plan becomes
+the session's task list."""
 
 _LINE_LIMIT = 64 * 1024 * 1024
 """One JSON-RPC message per line; a resumed thread or a long command output makes big ones."""

@@ -28,6 +28,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -204,6 +205,10 @@ class CopilotBackend:
         extra = dict(config.options)
         cli = find_copilot_cli(extra.pop("cli_path", None), config.env)
         provider = extra.pop("provider", None)
+        if provider is None:
+            provider, model = _env_provider({**os.environ, **config.env})
+            if provider and not config.model:
+                config = dataclasses.replace(config, model=model)
         reserved = _RESERVED_OPTIONS & extra.keys()
         if reserved:
             raise ValueError(
@@ -212,7 +217,8 @@ class CopilotBackend:
             )
         if provider and not config.model:
             raise ValueError(
-                "a BYOK provider needs a model: pass model=... (the name the provider serves)"
+                "a BYOK provider needs a model: pass model=... (the name the provider serves), "
+                "or set COPILOT_MODEL"
             )
         client = sdk.CopilotClient(
             connection=sdk.RuntimeConnection.for_stdio(path=_launcher.script(cli, "copilot")),
@@ -759,6 +765,49 @@ def _data(event: sdk_events.SessionEvent) -> dict[str, Any]:
     raw = event.data.to_dict()
     payload = json.loads(json.dumps(raw, default=str))
     return payload if isinstance(payload, dict) else {"value": payload}
+
+
+_ENV_PROVIDER: dict[str, str] = {
+    "COPILOT_PROVIDER_TYPE": "type",
+    "COPILOT_PROVIDER_BASE_URL": "base_url",
+    "COPILOT_PROVIDER_API_KEY": "api_key",
+    "COPILOT_PROVIDER_API_KEY_COMMAND": "api_key_command",
+    "COPILOT_PROVIDER_BEARER_TOKEN": "bearer_token",
+    "COPILOT_PROVIDER_WIRE_API": "wire_api",
+    "COPILOT_PROVIDER_TRANSPORT": "transport",
+    "COPILOT_PROVIDER_MODEL_ID": "model_id",
+    "COPILOT_PROVIDER_WIRE_MODEL": "wire_model",
+    "COPILOT_PROVIDER_MAX_PROMPT_TOKENS": "max_prompt_tokens",
+    "COPILOT_PROVIDER_MAX_OUTPUT_TOKENS": "max_output_tokens",
+}
+"""The Copilot CLI's own bring-your-own-provider variables, as the SDK's provider fields."""
+
+
+def _env_provider(env: Mapping[str, str]) -> tuple[dict[str, Any] | None, str | None]:
+    """The provider (and model) that the CLI's ``COPILOT_PROVIDER_*`` / ``COPILOT_MODEL``
+    variables name, or ``(None, None)`` when ``COPILOT_PROVIDER_BASE_URL`` is unset.
+
+    Why: the CLI reads these itself only when it runs a prompt; a session the SDK creates
+    without a provider asks for a GitHub login even when they are set. Reading them here lets
+    a kernel, or any process whose environment is all a user can set, use their provider.
+    """
+    if not env.get("COPILOT_PROVIDER_BASE_URL"):
+        return None, None
+    provider: dict[str, Any] = {"type": "openai"}
+    for name, key in _ENV_PROVIDER.items():
+        value = env.get(name)
+        if not value:
+            continue
+        if key.startswith("max_"):
+            try:
+                provider[key] = int(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number of tokens, not {value!r}") from None
+        else:
+            provider[key] = value
+    if env.get("COPILOT_PROVIDER_AZURE_API_VERSION"):
+        provider["azure"] = {"api_version": env["COPILOT_PROVIDER_AZURE_API_VERSION"]}
+    return provider, env.get("COPILOT_MODEL") or None
 
 
 def _cli_env(config: BackendConfig, provider: dict[str, Any] | None) -> dict[str, str]:
