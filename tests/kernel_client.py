@@ -135,3 +135,62 @@ class KernelDriver:
         """A comm_msg on the shell channel, exactly as a front end sends a widget event."""
         msg = self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
         self.client.shell_channel.send(msg)
+
+    # -- playing a widget front end -----------------------------------------------------------
+
+    def draw_until(self, run: CellRun, predicate: Any, timeout: float = 120.0) -> dict[str, Any]:
+        """Pump like a widget front end until `predicate` holds: each live-view block says it
+        was drawn as soon as it opens, as JupyterLab's does. (A view that reports late, after
+        the turn's probe, makes the cell fall back to text and ask on stdin, as for a console:
+        a test that reports only once the approval card is there races a slow agent.)"""
+
+        def drawn(msg: dict[str, Any]) -> bool:
+            self._report_drawn(msg)
+            return predicate(msg)
+
+        return self.wait_for(run, drawn, timeout)
+
+    def report_drawn(self, run: CellRun) -> None:
+        """Every live-view block `run` opened so far says it was drawn."""
+        for msg in run.iopub:
+            self._report_drawn(msg)
+
+    def _report_drawn(self, msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "comm_open" and _state(msg).get("_model_name") == "AnyModel":
+            self.send_comm(
+                msg["content"]["comm_id"], {"method": "custom", "content": {"rendered": True}}
+            )
+
+    def click(self, comm_id: str) -> None:
+        """A click on the widget Button `comm_id`."""
+        self.send_comm(comm_id, {"method": "custom", "content": {"event": "click"}})
+
+    def type_into(self, comm_id: str, value: str) -> None:
+        """A text widget's new value, as the front end syncs it."""
+        self.send_comm(comm_id, {"method": "update", "state": {"value": value}, "buffer_paths": []})
+
+
+def _state(msg: dict[str, Any]) -> dict[str, Any]:
+    return msg["content"].get("data", {}).get("state", {})
+
+
+def widget_id(run: CellRun, css_class: str, label: str | None = None) -> str:
+    """The comm id of a widget `run` opened that carries `css_class` (and `label`)."""
+    for msg in run.of_type("comm_open"):
+        if has_widget(css_class, label)(msg):
+            return msg["content"]["comm_id"]
+    raise LookupError(css_class)
+
+
+def has_widget(css_class: str, label: str | None = None) -> Any:
+    """A `wait_for` predicate: a widget carrying `css_class` (and `label`) was opened."""
+
+    def check(msg: dict[str, Any]) -> bool:
+        state = _state(msg)
+        return (
+            msg["msg_type"] == "comm_open"
+            and css_class in state.get("_dom_classes", [])
+            and (label is None or state.get("description") == label)
+        )
+
+    return check

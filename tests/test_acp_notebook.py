@@ -16,8 +16,7 @@ from agentkernel.backends._acp_agents import find_program
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
 from .conftest import agent_processes, wait_until_gone
-from .kernel_client import KernelDriver
-from .test_magics import _announce_views, _button, _click, _has_button
+from .kernel_client import KernelDriver, has_widget, widget_id
 
 COPILOT = find_program("copilot", os.environ)
 pytestmark = pytest.mark.skipif(
@@ -66,8 +65,7 @@ def test_a_copilot_cell_streams_its_turn(server: ScriptedModelServer, kernel: Ke
     story = "".join(f"word{i} " for i in range(300))
     server.add(Reply(match="tell a story", blocks=[text(story)], chunk_size=5, delay=0.005))
     run = kernel.start(f"{CELL}\ntell a story", allow_stdin=True)
-    kernel.wait_for(run, lambda m: m["msg_type"] == "comm_open")
-    _announce_views(kernel, run)
+    kernel.draw_until(run, lambda m: m["msg_type"] == "comm_open")
     kernel.finish(run, timeout=120)
     assert run.status == "ok", run.error
     appended = [
@@ -108,13 +106,8 @@ def test_approval_click_answers_the_running_cell(
         Reply(match="tool_result", blocks=[text("File made.")]),
     )
     run = kernel.start(f"{CELL}\nmake the file", allow_stdin=True)
-    # A widget front end draws the live view as soon as it opens (the agent takes seconds to
-    # start: a view that stays silent makes the turn fall back to text), then the card.
-    kernel.wait_for(run, lambda m: m["msg_type"] == "comm_open", timeout=120)
-    _announce_views(kernel, run)
-    kernel.wait_for(run, _has_button("agentkernel-deny"), timeout=120)
-    _announce_views(kernel, run)
-    _click(kernel, _button(run, f"agentkernel-{choice}"))
+    kernel.draw_until(run, has_widget("agentkernel-deny"))
+    kernel.click(widget_id(run, f"agentkernel-{choice}"))
     kernel.finish(run, timeout=120)
     assert run.status == "ok", run.error
     final = "".join(run.outputs())

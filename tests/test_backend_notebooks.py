@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -18,8 +17,7 @@ from agentkernel.testing import Reply, ScriptedModelServer, text
 from agentkernel.testing.backend_conformance import CASES, BackendCase
 
 from .conftest import agent_processes, wait_until_gone
-from .kernel_client import CellRun, KernelDriver
-from .test_magics import _button, _click, _has_button
+from .kernel_client import KernelDriver, has_widget, widget_id
 
 OTHERS = [case for case in CASES if case.name in ("codex", "copilot")]
 
@@ -93,24 +91,6 @@ def test_a_notebook_on_another_backend(
     assert allowed.exists(), "the allowed command did not run"
 
 
-def _draw_until(
-    driver: KernelDriver, run: CellRun, predicate: Callable[[dict[str, Any]], bool]
-) -> None:
-    """Play a widget front end until `predicate` holds: each live-view block says it was drawn
-    as soon as it opens (a view drawn late, after the turn's probe, makes the cell fall back to
-    text and ask on stdin, as for a console)."""
-
-    def drawn(msg: dict[str, Any]) -> bool:
-        state = msg["content"].get("data", {}).get("state", {})
-        if msg["msg_type"] == "comm_open" and state.get("_model_name") == "AnyModel":
-            driver.send_comm(
-                msg["content"]["comm_id"], {"method": "custom", "content": {"rendered": True}}
-            )
-        return predicate(msg)
-
-    driver.wait_for(run, drawn, timeout=120)
-
-
 @pytest.mark.parametrize("choice", ["allow", "deny"])
 @pytest.mark.parametrize("notebook", OTHERS, ids=lambda case: case.name, indirect=True)
 def test_an_approval_click_answers_the_running_cell(
@@ -130,19 +110,12 @@ def test_an_approval_click_answers_the_running_cell(
     )
     driver = notebook
     run = driver.start("%%agent\nmake the file", allow_stdin=True)
-    _draw_until(driver, run, _has_button("agentkernel-deny"))
+    driver.draw_until(run, has_widget("agentkernel-deny"))
     assert not clicked.exists(), "the command ran before anyone clicked"
     asked = len(server.requests)
     if choice == "deny":
-        reason = next(
-            m["content"]["comm_id"]
-            for m in run.of_type("comm_open")
-            if "agentkernel-reason" in m["content"]["data"]["state"].get("_dom_classes", [])
-        )
-        driver.send_comm(
-            reason, {"method": "update", "state": {"value": "not today"}, "buffer_paths": []}
-        )
-    _click(driver, _button(run, f"agentkernel-{choice}"))
+        driver.type_into(widget_id(run, "agentkernel-reason"), "not today")
+    driver.click(widget_id(run, f"agentkernel-{choice}"))
     driver.finish(run, timeout=120)
     assert run.status == "ok", run.error
     final = "".join(run.outputs())

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
@@ -17,7 +16,7 @@ from jupyter_client.session import Session
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
 from .conftest import agent_processes, wait_until_gone
-from .kernel_client import CellRun, KernelDriver
+from .kernel_client import KernelDriver, has_widget, widget_id
 
 
 @pytest.fixture
@@ -163,44 +162,6 @@ def test_kernel_interrupt_stops_the_turn_and_the_session_continues(
 # -- approvals inside the running cell (the test plays the front end) -----------------------
 
 
-def _button(run: CellRun, css_class: str, label: str | None = None) -> str:
-    """The comm id of a widget Button carrying `css_class` (and `label`) opened by `run`."""
-    for msg in run.of_type("comm_open"):
-        state = msg["content"]["data"].get("state", {})
-        if (
-            state.get("_model_name") == "ButtonModel"
-            and css_class in state.get("_dom_classes", [])
-            and (label is None or state.get("description") == label)
-        ):
-            return msg["content"]["comm_id"]
-    raise LookupError(css_class)
-
-
-def _has_button(css_class: str, label: str | None = None) -> Callable[[dict[str, Any]], bool]:
-    def check(msg: dict[str, Any]) -> bool:
-        if msg["msg_type"] != "comm_open":
-            return False
-        state = msg["content"]["data"].get("state", {})
-        return css_class in state.get("_dom_classes", []) and (
-            label is None or state.get("description") == label
-        )
-
-    return check
-
-
-def _announce_views(driver: KernelDriver, run: CellRun) -> None:
-    """What a widget front end does when it draws the live view: each block says so."""
-    for msg in run.of_type("comm_open"):
-        if msg["content"]["data"].get("state", {}).get("_model_name") == "AnyModel":
-            driver.send_comm(
-                msg["content"]["comm_id"], {"method": "custom", "content": {"rendered": True}}
-            )
-
-
-def _click(driver: KernelDriver, comm_id: str) -> None:
-    driver.send_comm(comm_id, {"method": "custom", "content": {"event": "click"}})
-
-
 @pytest.mark.parametrize("choice", ["allow", "deny"])
 def test_approval_click_answers_the_running_cell(
     choice: str,
@@ -215,18 +176,10 @@ def test_approval_click_answers_the_running_cell(
     )
     _, driver = kernel
     run = driver.start("%%agent\nmake the file", allow_stdin=True)
-    driver.wait_for(run, _has_button("agentkernel-deny"))
-    _announce_views(driver, run)
+    driver.draw_until(run, has_widget("agentkernel-deny"))
     if choice == "deny":
-        reason = next(
-            m["content"]["comm_id"]
-            for m in run.of_type("comm_open")
-            if "agentkernel-reason" in m["content"]["data"]["state"].get("_dom_classes", [])
-        )
-        driver.send_comm(
-            reason, {"method": "update", "state": {"value": "not today"}, "buffer_paths": []}
-        )
-    _click(driver, _button(run, f"agentkernel-{choice}"))
+        driver.type_into(widget_id(run, "agentkernel-reason"), "not today")
+    driver.click(widget_id(run, f"agentkernel-{choice}"))
     driver.finish(run, timeout=60)
     assert run.status == "ok", run.error
     final = "".join(run.outputs())
@@ -261,10 +214,9 @@ def test_question_option_click_reaches_the_model(
     )
     _, driver = kernel
     run = driver.start("%%agent\nexport the data", allow_stdin=True)
-    driver.wait_for(run, _has_button("agentkernel-option", "Parquet"))
-    _announce_views(driver, run)
+    driver.draw_until(run, has_widget("agentkernel-option", "Parquet"))
     # One single-choice question: the option click itself answers it.
-    _click(driver, _button(run, "agentkernel-option", "Parquet"))
+    driver.click(widget_id(run, "agentkernel-option", "Parquet"))
     driver.finish(run, timeout=60)
     assert run.status == "ok", run.error
     assert "Parquet" in server.requests[-1].last_user_text
@@ -278,8 +230,7 @@ def test_widget_turn_streams_coalesced_updates_and_ends_static(
     server.add(Reply(match="stream", blocks=[text(story)], chunk_size=3, delay=0.001))
     _, driver = kernel
     run = driver.start("%%agent\nstream a story", allow_stdin=True)
-    driver.wait_for(run, lambda m: m["msg_type"] == "comm_open")
-    _announce_views(driver, run)
+    driver.draw_until(run, lambda m: m["msg_type"] == "comm_open")
     driver.finish(run, timeout=120)
     assert run.status == "ok", run.error
 
@@ -414,17 +365,17 @@ def test_a_client_without_widgets_does_not_kill_the_approval(
                 other.shell_channel.send(other.session.msg("comm_close", {"comm_id": comm_id}))
                 closed.add(comm_id)
             driver.pump(run, 0.01)
-            if any(_has_button("agentkernel-allow")(m) for m in run.iopub) and closed >= {
+            if any(has_widget("agentkernel-allow")(m) for m in run.iopub) and closed >= {
                 m["content"]["comm_id"] for m in run.of_type("comm_open")
             }:
                 break
-        assert any(_has_button("agentkernel-allow")(m) for m in run.iopub), [
+        assert any(has_widget("agentkernel-allow")(m) for m in run.iopub), [
             (m["msg_type"], str(m["content"])[:300]) for m in run.iopub[-8:]
         ]
-        allow = _button(run, "agentkernel-allow")
+        allow = widget_id(run, "agentkernel-allow")
         assert allow in closed, "the other client never closed the Allow button"
-        _announce_views(driver, run)
-        _click(driver, allow)
+        driver.report_drawn(run)
+        driver.click(allow)
         driver.finish(run, timeout=60)
     finally:
         other.stop_channels()
