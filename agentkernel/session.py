@@ -295,6 +295,9 @@ class _Core:
         """Notebook files open in this kernel: the agent's file tools may not write them."""
         self.parked = False
         self._park_timer: asyncio.TimerHandle | None = None
+        self.reseed = False
+        """The history holds replayed turns no agent conversation continues exactly: the next
+        turn starts a new one, its prompt preceded by that history (`Session.record_replay`)."""
 
     # -- the BackendHost side --------------------------------------------------------------
 
@@ -1318,7 +1321,10 @@ class Session:
     ) -> tuple[Prompt, _TurnState]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: write what you want the agent to do")
-        prompt_obj = Prompt(prompt, tuple(Image.load(i) for i in images))
+        sent = prompt
+        if self._core.reseed and not self._core.backend_session_id:
+            sent = _earlier_conversation(self._core.history) + prompt
+        prompt_obj = Prompt(sent, tuple(Image.load(i) for i in images))
         state = _TurnState(TurnRecord(0, prompt), sink, can_ask, validate_mode(mode), handler)
         return prompt_obj, state
 
@@ -1511,9 +1517,12 @@ class Session:
     ) -> TurnRecord:
         """Append a recorded turn to this session without running the agent: its events,
         re-stamped as this session's next turn, go into the history and the store, marked
-        as a replay at no cost. The next turn the agent runs forks `backend_session_id` (the
-        recorded conversation), so it carries the replayed history; forking leaves the
-        recorded conversation as it was."""
+        as a replay at no cost. So that the next turn the agent runs carries the replayed
+        history, and only it: given `backend_session_id` (the recorded conversation, when it
+        ends with this turn), that turn forks it, leaving the recorded one as it was; without
+        it (the recording continued past this turn, or came from a replay file of another
+        machine) that turn starts a new conversation whose first prompt is preceded by this
+        session's history as text (`_earlier_conversation`)."""
 
         async def adopt() -> TurnRecord:
             core = self._core
@@ -1556,7 +1565,7 @@ class Session:
                         store.set_replay_key(core.session_id, number, source.replay_key, origin)
 
                 core.persist(write)
-                if backend_session_id and backend_session_id != core.backend_session_id:
+                if backend_session_id != core.backend_session_id:
                     if core.backend is not None:
                         stale, core.backend = core.backend, None
                         with contextlib.suppress(Exception):
@@ -1564,7 +1573,10 @@ class Session:
                     if core.state == "connected":
                         core.state = "new"
                     core.backend_session_id = backend_session_id
-                    core.config = dataclasses.replace(core.config, fork=True)
+                    core.config = dataclasses.replace(
+                        core.config, fork=backend_session_id is not None
+                    )
+                core.reseed = backend_session_id is None
                 return record
 
         return await _runtime.call(adopt())
@@ -1584,6 +1596,19 @@ class Session:
                 core.state = "new"
 
         await _runtime.call(reset())
+
+
+def _earlier_conversation(history: list[TurnRecord]) -> str:
+    """The conversation so far as text ahead of a prompt: how a new agent conversation learns
+    the replayed turns it never saw (what each was asked and answered; the tool calls they made
+    are not repeated). Empty for an empty history."""
+    if not history:
+        return ""
+    turns = "\n\n".join(f"User:\n{r.prompt}\n\nAssistant:\n{r.text}" for r in history)
+    return (
+        "[The conversation so far, restored from a recording:]\n\n"
+        f"{turns}\n\n[End of the conversation so far. The new message:]\n\n"
+    )
 
 
 _default_store: Store | None = None

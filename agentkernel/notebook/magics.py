@@ -234,7 +234,10 @@ class AgentMagics(Magics):
         if policy == "never":
             return None
         try:
-            found = replay.find(session.store, key)
+            files = replay.replay_files(continuity.notebook_path(self.shell))
+            found = replay.find(session.store, key, files)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"cannot replay: {exc}") from None
         except StoreError as exc:
             if policy == "always":
                 raise UsageError(f"cannot replay: {exc}") from None
@@ -591,6 +594,41 @@ class AgentMagics(Magics):
             + "; `%%agent --replay` / `--fresh` decide one cell"
         )
 
+    def cmd_export_replay(self, args: Any) -> None:
+        """Write the recorded turns this notebook uses to a replay file, for a machine without
+        the store: those its sessions in this kernel ran or replayed, and those its saved
+        outputs name (`replay.saved_keys`), found in the store."""
+        notebook = continuity.notebook_path(self.shell)
+        if args.path:
+            target = Path(args.path)
+        elif notebook:
+            target = replay.file_for(notebook)
+        else:
+            raise UsageError(
+                "the kernel does not know this notebook's path (a batch run does not say it): "
+                "name the file, e.g. `%agent export-replay analysis.agentreplay.json`, and put "
+                "it beside the notebook"
+            )
+        recordings: dict[str, replay.Recording] = {}
+        for _, session in self.sessions.items():
+            for turn in session.history:
+                if turn.replay_key and turn.status == "completed":
+                    recordings[turn.replay_key] = replay.Recording.of(session.id, turn)
+        unknown = 0
+        for key in replay.saved_keys(notebook) if notebook else []:
+            if key not in recordings:
+                found = replay.find(shared_store(), key)
+                if found is None:
+                    unknown += 1
+                else:
+                    recordings[key] = found
+        written = replay.export(recordings.values(), target)
+        print(
+            f"Wrote {target}: {written} recorded turn(s); a run beside it replays them without "
+            f"the store ({replay.FILE_ENV}=PATH names it from elsewhere)"
+            + (f". {unknown} saved output(s) name turns not in this store" if unknown else "")
+        )
+
     def cmd_close(self, args: Any) -> None:
         session = self.sessions.pop(args.name or self.sessions.current)
         result = _runtime.call_sync(session.close())
@@ -648,6 +686,7 @@ SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
     "title": AgentMagics.cmd_title,
     "export": AgentMagics.cmd_export,
     "close": AgentMagics.cmd_close,
+    "export-replay": AgentMagics.cmd_export_replay,
     "replay": AgentMagics.cmd_replay,
     "sessions": AgentMagics.cmd_sessions,
     "show": AgentMagics.cmd_show,
@@ -721,6 +760,11 @@ def _subcommand_parser() -> MagicArgumentParser:
         "replay",
         "Replay unchanged agent cells from the store: on | off | auto (headless only) | show.",
     ).add_argument("action", nargs="?")
+    add(
+        "export-replay",
+        "Write this notebook's recorded turns to PATH (default <notebook>.agentreplay.json), "
+        "so a machine without the store replays them.",
+    ).add_argument("path", nargs="?")
     listing = add("sessions", "List and search stored sessions (all notebooks and kernels).")
     listing.add_argument("search", nargs="?", help="Text in the title, name or prompts.")
     listing.add_argument("--backend", "-b")
