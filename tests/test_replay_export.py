@@ -26,7 +26,9 @@ SECRET = "scripted stand-in for a real model"
 """Words of a demo reply, posing as the value of a secret variable on the exporting machine."""
 
 
-def _machine(tmp_path: Path, name: str, server: ScriptedModelServer, **extra: str) -> dict:
+def _machine(
+    tmp_path: Path, name: str, server: ScriptedModelServer, **extra: str
+) -> dict[str, str]:
     """The environment of a machine of its own: its store, HOME and CLI config dir."""
     root = tmp_path / name
     (root / "home").mkdir(parents=True)
@@ -101,11 +103,11 @@ def test_a_missing_or_broken_replay_file_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(replay.FILE_ENV, str(tmp_path / "nowhere.json"))
-    with pytest.raises(FileNotFoundError, match="nowhere.json.*export-replay"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.json.*export-replay"):
         replay.replay_files(None, tmp_path)
     broken = tmp_path / "x.agentreplay.json"
     broken.write_text('{"format": "something else"}')
     monkeypatch.delenv(replay.FILE_ENV)
     assert replay.replay_files(None, tmp_path) == [broken.resolve()]
-    with pytest.raises(ValueError, match="x.agentreplay.json is not a replay file"):
+    with pytest.raises(ValueError, match=r"x\.agentreplay\.json is not a replay file"):
         replay.find(None, "k", [broken])
