@@ -298,6 +298,9 @@ class _Core:
         self.reseed = False
         """The history holds replayed turns no agent conversation continues exactly: the next
         turn starts a new one, its prompt preceded by that history (`Session.record_replay`)."""
+        self.before_replay: tuple[TurnRecord, str | None, bool, bool, str | None] | None = None
+        """The last replayed turn, and the conversation, fork, reseed and reported model
+        before it (`Session.take_back_replay`)."""
 
     # -- the BackendHost side --------------------------------------------------------------
 
@@ -1527,6 +1530,12 @@ class Session:
         async def adopt() -> TurnRecord:
             core = self._core
             async with core.turn_lock:
+                before = (
+                    core.backend_session_id,
+                    core.config.fork,
+                    core.reseed,
+                    core.reported_model,
+                )
                 core.turns_started += 1
                 number = core.turns_started
                 events = []
@@ -1565,21 +1574,39 @@ class Session:
                         store.set_replay_key(core.session_id, number, source.replay_key, origin)
 
                 core.persist(write)
-                if backend_session_id != core.backend_session_id:
-                    if core.backend is not None:
-                        stale, core.backend = core.backend, None
-                        with contextlib.suppress(Exception):
-                            await stale.close()
-                    if core.state == "connected":
-                        core.state = "new"
-                    core.backend_session_id = backend_session_id
-                    core.config = dataclasses.replace(
-                        core.config, fork=backend_session_id is not None
-                    )
+                core.before_replay = (record, *before)
+                await _continue_conversation(
+                    core, backend_session_id, backend_session_id is not None
+                )
                 core.reseed = backend_session_id is None
                 return record
 
         return await _runtime.call(adopt())
+
+    async def take_back_replay(self, record: TurnRecord) -> None:
+        """Remove the replayed turn `record`, the session's last, from the history and the
+        store, the conversation left as before it: a person asked for a fresh answer in its
+        place ("run fresh"), which then gets its number and its replay key. ValueError if
+        `record` is not the session's last turn or not a replay."""
+
+        async def undo() -> None:
+            core = self._core
+            async with core.turn_lock:
+                saved = core.before_replay
+                if saved is None or saved[0] is not record or core.history[-1] is not record:
+                    raise ValueError(
+                        f"turn {record.number} is not this session's last turn, a replay: only "
+                        "that one can be taken back"
+                    )
+                _, backend_session_id, fork, reseed, core.reported_model = saved
+                core.history.pop()
+                core.turns_started -= 1
+                core.before_replay = None
+                await _continue_conversation(core, backend_session_id, fork)
+                core.reseed = reseed
+                core.persist(lambda s: s.drop_replayed_turn(core.session_id, record.number))
+
+        await _runtime.call(undo())
 
     async def clear(self) -> None:
         """Start a fresh conversation in this session: history cleared, while `stats` and the
@@ -1596,6 +1623,20 @@ class Session:
                 core.state = "new"
 
         await _runtime.call(reset())
+
+
+async def _continue_conversation(core: _Core, backend_session_id: str | None, fork: bool) -> None:
+    """Make the next turn continue `backend_session_id` (forking it, if `fork`; a new
+    conversation if None): the running agent, on another conversation, is ended."""
+    if backend_session_id != core.backend_session_id:
+        if core.backend is not None:
+            stale, core.backend = core.backend, None
+            with contextlib.suppress(Exception):
+                await stale.close()
+        if core.state == "connected":
+            core.state = "new"
+        core.backend_session_id = backend_session_id
+    core.config = dataclasses.replace(core.config, fork=fork)
 
 
 def _earlier_conversation(history: list[TurnRecord]) -> str:

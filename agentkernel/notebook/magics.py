@@ -192,18 +192,35 @@ class AgentMagics(Magics):
         session = self._session_for(args)
         forced = frontend or self.frontend
         detected = detect_frontend(self.shell, forced)
-        key = replay.replay_key(
-            backend=session.backend_name,
-            model=session.model,
-            prompt=prompt,
-            context=tuple(_context_names(args)),
-            permission_mode=args.permission_mode or session.permission_mode,
-            previous=replay.previous_key(session.history),
-        )
+        key = _replay_key(session, prompt, args)
         recording = self._recording(args, key, prompt, session, headless=detected == "headless")
         if recording is not None:
+
+            async def run_fresh(replayed: TurnRecord, into: str) -> None:
+                # In place of the replay when nothing came after it (the fresh turn gets its
+                # key); after other turns, as a new turn, as re-running with --fresh does.
+                with contextlib.suppress(ValueError):
+                    await session.take_back_replay(replayed)
+                fresh = await run_cell_turn(
+                    self.shell,
+                    session,
+                    prompt,
+                    frontend="widget",
+                    permission_mode=args.permission_mode,
+                    quiet=args.quiet,
+                    replay_key=_replay_key(session, prompt, args),
+                    into=into,
+                )
+                if args.output:  # (--insert-code: no cell to insert after, from a click)
+                    self.shell.user_ns[args.output] = fresh.text
+
             record = await replay_cell_turn(
-                self.shell, session, recording, frontend=detected, quiet=args.quiet
+                self.shell,
+                session,
+                recording,
+                frontend=detected,
+                quiet=args.quiet,
+                run_fresh=run_fresh if detected == "widget" else None,
             )
         else:
             record = await run_cell_turn(
@@ -633,6 +650,18 @@ class AgentMagics(Magics):
         session = self.sessions.pop(args.name or self.sessions.current)
         result = _runtime.call_sync(session.close())
         print(f"Closed {session.name!r} (agent exit code {result.exit_code}).")
+
+
+def _replay_key(session: Session, prompt: str, args: Any) -> str:
+    """The replay key of the cell's turn, as the next turn of `session` (`replay.replay_key`)."""
+    return replay.replay_key(
+        backend=session.backend_name,
+        model=session.model,
+        prompt=prompt,
+        context=tuple(_context_names(args)),
+        permission_mode=args.permission_mode or session.permission_mode,
+        previous=replay.previous_key(session.history),
+    )
 
 
 def _context_names(args: Any) -> list[str]:
