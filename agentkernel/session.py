@@ -41,6 +41,7 @@ from .backends import (
     CloseResult,
     Image,
     Prompt,
+    available_backends,
     load_backend,
 )
 from .errors import BudgetExceededError, SessionClosedError, TurnFailedError
@@ -247,7 +248,7 @@ class _Core:
     def __init__(
         self,
         session_id: str,
-        backend_cls: type[Backend],
+        backend: str | type[Backend],
         config: BackendConfig,
         policy: PermissionPolicy,
         permission_handler: PermissionHandler | None,
@@ -260,7 +261,7 @@ class _Core:
         self.streams = StreamRedactor(self.redact)
         """Streamed text, redacted as a stream: per (kind, parent_tool_use_id)."""
         self.store_warned = False
-        self.backend_cls = backend_cls
+        self._backend_cls = backend
         self.backend: Backend | None = None
         self.config = config
         self.policy = policy
@@ -301,6 +302,14 @@ class _Core:
         self.before_replay: tuple[TurnRecord, str | None, bool, bool, str | None] | None = None
         """The last replayed turn, and the conversation, fork, reseed and reported model
         before it (`Session.take_back_replay`)."""
+
+    @property
+    def backend_cls(self) -> type[Backend]:
+        """The backend class, imported when first needed: a session that only replays
+        recorded turns never imports an agent SDK (which takes seconds for some)."""
+        if isinstance(self._backend_cls, str):
+            self._backend_cls = load_backend(self._backend_cls)
+        return self._backend_cls
 
     # -- the BackendHost side --------------------------------------------------------------
 
@@ -920,8 +929,9 @@ class Session:
         if cwd is not None and not Path(cwd).is_dir():
             raise NotADirectoryError(f"cwd {str(cwd)!r} is not an existing directory")
         self.id = uuid.uuid4().hex
-        backend_cls = load_backend(backend) if isinstance(backend, str) else backend
-        self.backend_name = backend_cls.name
+        if isinstance(backend, str) and backend not in available_backends():
+            load_backend(backend)  # raises, listing the backends there are
+        self.backend_name = backend if isinstance(backend, str) else backend.name
         self._title = title
         self._name = name or self.id[:8]
         self.parent_id = parent_id
@@ -940,7 +950,7 @@ class Session:
         )
         self._core = _Core(
             self.id,
-            backend_cls,
+            backend,
             config,
             PermissionPolicy(validate_mode(permission_mode)),
             permission_handler,
@@ -1160,6 +1170,7 @@ class Session:
         """Start the agent. Also reconnects a disconnected session (its conversation goes on)."""
         if self._core.state == "disconnected":
             self._core.state = "new"
+        self._core.backend_cls  # noqa: B018 (imported here, not on the runtime loop)
         await _runtime.call(self._core.connect())
 
     async def disconnect(self) -> CloseResult:
@@ -1324,6 +1335,7 @@ class Session:
     ) -> tuple[Prompt, _TurnState]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: write what you want the agent to do")
+        self._core.backend_cls  # noqa: B018 (imported here, not on the runtime loop)
         sent = prompt
         if self._core.reseed and not self._core.backend_session_id:
             sent = _earlier_conversation(self._core.history) + prompt
