@@ -1166,11 +1166,17 @@ class Session:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def load_backend(self) -> type[Backend]:
+        """The backend class, imported now if it was not yet (a session imports it when first
+        needed: one that only replays recorded turns never does). Call it before anything
+        timed, such as a live view waiting for a front end: an agent SDK can take seconds."""
+        return self._core.backend_cls
+
     async def connect(self) -> None:
         """Start the agent. Also reconnects a disconnected session (its conversation goes on)."""
         if self._core.state == "disconnected":
             self._core.state = "new"
-        self._core.backend_cls  # noqa: B018 (imported here, not on the runtime loop)
+        self.load_backend()  # here, not on the runtime loop
         await _runtime.call(self._core.connect())
 
     async def disconnect(self) -> CloseResult:
@@ -1335,7 +1341,7 @@ class Session:
     ) -> tuple[Prompt, _TurnState]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: write what you want the agent to do")
-        self._core.backend_cls  # noqa: B018 (imported here, not on the runtime loop)
+        self.load_backend()  # here, not on the runtime loop
         sent = prompt
         if self._core.reseed and not self._core.backend_session_id:
             sent = _earlier_conversation(self._core.history) + prompt

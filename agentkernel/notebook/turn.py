@@ -118,6 +118,7 @@ async def run_cell_turn(
     """Stream one turn of `session` into the current cell and return its record. ``probe``:
     see `widget_probe`; ``replay_key``: kept with the turn, so an unchanged cell can replay it
     (`agentkernel.replay`); ``into``: the display id of an output to draw in (`TurnView`)."""
+    session.load_backend()  # before the view's probe clock starts
     probe = probe if frontend == "widget" else None
     view = _view(shell, session, frontend, quiet, probe=probe, into=into)
     view.display()
