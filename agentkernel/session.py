@@ -41,6 +41,7 @@ from .backends import (
     CloseResult,
     Image,
     Prompt,
+    available_backends,
     load_backend,
 )
 from .errors import BudgetExceededError, SessionClosedError, TurnFailedError
@@ -247,7 +248,7 @@ class _Core:
     def __init__(
         self,
         session_id: str,
-        backend_cls: type[Backend],
+        backend: str | type[Backend],
         config: BackendConfig,
         policy: PermissionPolicy,
         permission_handler: PermissionHandler | None,
@@ -260,7 +261,7 @@ class _Core:
         self.streams = StreamRedactor(self.redact)
         """Streamed text, redacted as a stream: per (kind, parent_tool_use_id)."""
         self.store_warned = False
-        self.backend_cls = backend_cls
+        self._backend_cls = backend
         self.backend: Backend | None = None
         self.config = config
         self.policy = policy
@@ -295,6 +296,20 @@ class _Core:
         """Notebook files open in this kernel: the agent's file tools may not write them."""
         self.parked = False
         self._park_timer: asyncio.TimerHandle | None = None
+        self.reseed = False
+        """The history holds replayed turns no agent conversation continues exactly: the next
+        turn starts a new one, its prompt preceded by that history (`Session.record_replay`)."""
+        self.before_replay: tuple[TurnRecord, str | None, bool, bool, str | None] | None = None
+        """The last replayed turn, and the conversation, fork, reseed and reported model
+        before it (`Session.take_back_replay`)."""
+
+    @property
+    def backend_cls(self) -> type[Backend]:
+        """The backend class, imported when first needed: a session that only replays
+        recorded turns never imports an agent SDK (which takes seconds for some)."""
+        if isinstance(self._backend_cls, str):
+            self._backend_cls = load_backend(self._backend_cls)
+        return self._backend_cls
 
     # -- the BackendHost side --------------------------------------------------------------
 
@@ -914,8 +929,9 @@ class Session:
         if cwd is not None and not Path(cwd).is_dir():
             raise NotADirectoryError(f"cwd {str(cwd)!r} is not an existing directory")
         self.id = uuid.uuid4().hex
-        backend_cls = load_backend(backend) if isinstance(backend, str) else backend
-        self.backend_name = backend_cls.name
+        if isinstance(backend, str) and backend not in available_backends():
+            load_backend(backend)  # raises, listing the backends there are
+        self.backend_name = backend if isinstance(backend, str) else backend.name
         self._title = title
         self._name = name or self.id[:8]
         self.parent_id = parent_id
@@ -934,7 +950,7 @@ class Session:
         )
         self._core = _Core(
             self.id,
-            backend_cls,
+            backend,
             config,
             PermissionPolicy(validate_mode(permission_mode)),
             permission_handler,
@@ -1150,10 +1166,17 @@ class Session:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def load_backend(self) -> type[Backend]:
+        """The backend class, imported now if it was not yet (a session imports it when first
+        needed: one that only replays recorded turns never does). Call it before anything
+        timed, such as a live view waiting for a front end: an agent SDK can take seconds."""
+        return self._core.backend_cls
+
     async def connect(self) -> None:
         """Start the agent. Also reconnects a disconnected session (its conversation goes on)."""
         if self._core.state == "disconnected":
             self._core.state = "new"
+        self.load_backend()  # here, not on the runtime loop
         await _runtime.call(self._core.connect())
 
     async def disconnect(self) -> CloseResult:
@@ -1318,7 +1341,11 @@ class Session:
     ) -> tuple[Prompt, _TurnState]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: write what you want the agent to do")
-        prompt_obj = Prompt(prompt, tuple(Image.load(i) for i in images))
+        self.load_backend()  # here, not on the runtime loop
+        sent = prompt
+        if self._core.reseed and not self._core.backend_session_id:
+            sent = _earlier_conversation(self._core.history) + prompt
+        prompt_obj = Prompt(sent, tuple(Image.load(i) for i in images))
         state = _TurnState(TurnRecord(0, prompt), sink, can_ask, validate_mode(mode), handler)
         return prompt_obj, state
 
@@ -1511,13 +1538,22 @@ class Session:
     ) -> TurnRecord:
         """Append a recorded turn to this session without running the agent: its events,
         re-stamped as this session's next turn, go into the history and the store, marked
-        as a replay at no cost. The next turn the agent runs forks `backend_session_id` (the
-        recorded conversation), so it carries the replayed history; forking leaves the
-        recorded conversation as it was."""
+        as a replay at no cost. So that the next turn the agent runs carries the replayed
+        history, and only it: given `backend_session_id` (the recorded conversation, when it
+        ends with this turn), that turn forks it, leaving the recorded one as it was; without
+        it (the recording continued past this turn, or came from a replay file of another
+        machine) that turn starts a new conversation whose first prompt is preceded by this
+        session's history as text (`_earlier_conversation`)."""
 
         async def adopt() -> TurnRecord:
             core = self._core
             async with core.turn_lock:
+                before = (
+                    core.backend_session_id,
+                    core.config.fork,
+                    core.reseed,
+                    core.reported_model,
+                )
                 core.turns_started += 1
                 number = core.turns_started
                 events = []
@@ -1556,18 +1592,39 @@ class Session:
                         store.set_replay_key(core.session_id, number, source.replay_key, origin)
 
                 core.persist(write)
-                if backend_session_id and backend_session_id != core.backend_session_id:
-                    if core.backend is not None:
-                        stale, core.backend = core.backend, None
-                        with contextlib.suppress(Exception):
-                            await stale.close()
-                    if core.state == "connected":
-                        core.state = "new"
-                    core.backend_session_id = backend_session_id
-                    core.config = dataclasses.replace(core.config, fork=True)
+                core.before_replay = (record, *before)
+                await _continue_conversation(
+                    core, backend_session_id, backend_session_id is not None
+                )
+                core.reseed = backend_session_id is None
                 return record
 
         return await _runtime.call(adopt())
+
+    async def take_back_replay(self, record: TurnRecord) -> None:
+        """Remove the replayed turn `record`, the session's last, from the history and the
+        store, the conversation left as before it: a person asked for a fresh answer in its
+        place ("run fresh"), which then gets its number and its replay key. ValueError if
+        `record` is not the session's last turn or not a replay."""
+
+        async def undo() -> None:
+            core = self._core
+            async with core.turn_lock:
+                saved = core.before_replay
+                if saved is None or saved[0] is not record or core.history[-1] is not record:
+                    raise ValueError(
+                        f"turn {record.number} is not this session's last turn, a replay: only "
+                        "that one can be taken back"
+                    )
+                _, backend_session_id, fork, reseed, core.reported_model = saved
+                core.history.pop()
+                core.turns_started -= 1
+                core.before_replay = None
+                await _continue_conversation(core, backend_session_id, fork)
+                core.reseed = reseed
+                core.persist(lambda s: s.drop_replayed_turn(core.session_id, record.number))
+
+        await _runtime.call(undo())
 
     async def clear(self) -> None:
         """Start a fresh conversation in this session: history cleared, while `stats` and the
@@ -1584,6 +1641,33 @@ class Session:
                 core.state = "new"
 
         await _runtime.call(reset())
+
+
+async def _continue_conversation(core: _Core, backend_session_id: str | None, fork: bool) -> None:
+    """Make the next turn continue `backend_session_id` (forking it, if `fork`; a new
+    conversation if None): the running agent, on another conversation, is ended."""
+    if backend_session_id != core.backend_session_id:
+        if core.backend is not None:
+            stale, core.backend = core.backend, None
+            with contextlib.suppress(Exception):
+                await stale.close()
+        if core.state == "connected":
+            core.state = "new"
+        core.backend_session_id = backend_session_id
+    core.config = dataclasses.replace(core.config, fork=fork)
+
+
+def _earlier_conversation(history: list[TurnRecord]) -> str:
+    """The conversation so far as text ahead of a prompt: how a new agent conversation learns
+    the replayed turns it never saw (what each was asked and answered; the tool calls they made
+    are not repeated). Empty for an empty history."""
+    if not history:
+        return ""
+    turns = "\n\n".join(f"User:\n{r.prompt}\n\nAssistant:\n{r.text}" for r in history)
+    return (
+        "[The conversation so far, restored from a recording:]\n\n"
+        f"{turns}\n\n[End of the conversation so far. The new message:]\n\n"
+    )
 
 
 _default_store: Store | None = None

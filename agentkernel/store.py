@@ -611,6 +611,23 @@ class Store:
 
         self._write(_Write(f"the replay key of turn {number} of session {session_id[:8]}", record))
 
+    def drop_replayed_turn(self, session_id: str, number: int) -> None:
+        """Delete a replayed turn and its events: a person asked for a fresh answer in its
+        place (`Session.take_back_replay`). A turn the agent ran is never deleted here."""
+
+        def drop(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "DELETE FROM turns WHERE session_id = ? AND number = ? "
+                "AND replayed_from IS NOT NULL",
+                (session_id, number),
+            )
+            if cursor.rowcount:
+                conn.execute(
+                    "DELETE FROM events WHERE session_id = ? AND turn = ?", (session_id, number)
+                )
+
+        self._write(_Write(f"the replayed turn {number} of session {session_id[:8]}", drop))
+
     def find_replay(self, key: str) -> StoredTurn | None:
         """The newest completed turn the agent itself ran with this replay key (a replay of a
         turn is never the source of another: they all point at the original)."""

@@ -19,9 +19,9 @@ PUBLIC = {
 
 SESSION = {
     "backend_session_id", "children", "clear", "close", "compact", "connect", "cwd",
-    "disconnect", "fork", "get_tool", "get_tools", "history", "hooks", "invoke_tool", "pending",
-    "record_replay", "register_tool", "register_tools", "set_replay_key", "summary", "tasks",
-    "unregister_tool", "workspace",
+    "disconnect", "fork", "get_tool", "get_tools", "history", "hooks", "invoke_tool",
+    "load_backend", "pending", "record_replay", "register_tool", "register_tools", "set_replay_key",
+    "summary", "take_back_replay", "tasks", "unregister_tool", "workspace",
     "interrupt", "is_connected", "is_finished", "is_idle", "is_parked", "kill", "max_budget_usd",
     "max_tokens", "model", "name", "off", "on", "permission_handler", "permission_mode",
     "permissions", "pids", "reasoning_effort", "resume", "send", "send_and_collect",

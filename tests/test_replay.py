@@ -118,6 +118,8 @@ def test_quickstart_replays_unchanged_cells_and_runs_changed_ones(tmp_path: Path
         history = json.dumps(fresh[0].body)
         assert "What can you do in this notebook?" in history
         assert "double 21, please?" in history
+        # ...and not the recorded turns after the replayed ones (the old third and fourth).
+        assert "double 21?" not in history and "first thing" not in history
         assert "first thing" in fresh[-1].last_user_text
 
         # Run 4: AGENTKERNEL_REPLAY=always and a new cell: it fails, naming it; no model call.
@@ -139,14 +141,15 @@ def test_replayed_approved_tool_call_does_not_run_again(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     log = work / "log.txt"
+    # The newest question first: a turn after replayed ones may carry their prompts as text.
     script = [
         Reply(match="tool_result", blocks=[text("Appended a line.")], times=0),
+        Reply(match="what did you do", blocks=[text("I appended a line to the log.")], times=0),
         Reply(
             match="append a line",
             blocks=[tool_use("Bash", {"command": f"echo ran >> {log}"})],
             times=0,
         ),
-        Reply(match="what did you do", blocks=[text("I appended a line to the log.")], times=0),
     ]
     notebook = nbformat.v4.new_notebook(
         cells=[
@@ -171,7 +174,10 @@ def test_replayed_approved_tool_call_does_not_run_again(tmp_path: Path) -> None:
         assert _shown(second.cells[1]) == _shown(first.cells[1])
         # --fresh ran the next cell, continuing the replayed conversation (a fork of it).
         fresh = server.requests[calls:]
-        assert len(fresh) == 1 and "append a line to the log" in json.dumps(fresh[0].body)
+        sent = json.dumps(fresh[0].body)
+        assert len(fresh) == 1 and "append a line to the log" in sent
+        # The recorded conversation went on past the replayed turn: not carried over.
+        assert sent.count("what did you do") == 1 and "I appended a line" not in sent
         assert "replayed" not in _agent_meta(second.cells[2])
 
 

@@ -198,18 +198,35 @@ class AgentMagics(Magics):
         session = self._session_for(args)
         forced = frontend or self.frontend
         detected = detect_frontend(self.shell, forced)
-        key = replay.replay_key(
-            backend=session.backend_name,
-            model=session.model,
-            prompt=prompt,
-            context=tuple(_context_names(args)),
-            permission_mode=args.permission_mode or session.permission_mode,
-            previous=replay.previous_key(session.history),
-        )
+        key = _replay_key(session, prompt, args)
         recording = self._recording(args, key, prompt, session, headless=detected == "headless")
         if recording is not None:
+
+            async def run_fresh(replayed: TurnRecord, into: str) -> None:
+                # In place of the replay when nothing came after it (the fresh turn gets its
+                # key); after other turns, as a new turn, as re-running with --fresh does.
+                with contextlib.suppress(ValueError):
+                    await session.take_back_replay(replayed)
+                fresh = await run_cell_turn(
+                    self.shell,
+                    session,
+                    prompt,
+                    frontend="widget",
+                    permission_mode=args.permission_mode,
+                    quiet=args.quiet,
+                    replay_key=_replay_key(session, prompt, args),
+                    into=into,
+                )
+                if args.output:  # (--insert-code: no cell to insert after, from a click)
+                    self.shell.user_ns[args.output] = fresh.text
+
             record = await replay_cell_turn(
-                self.shell, session, recording, frontend=detected, quiet=args.quiet
+                self.shell,
+                session,
+                recording,
+                frontend=detected,
+                quiet=args.quiet,
+                run_fresh=run_fresh if detected == "widget" else None,
             )
         else:
             record = await run_cell_turn(
@@ -240,7 +257,10 @@ class AgentMagics(Magics):
         if policy == "never":
             return None
         try:
-            found = replay.find(session.store, key)
+            files = replay.replay_files(continuity.notebook_path(self.shell))
+            found = replay.find(session.store, key, files)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"cannot replay: {exc}") from None
         except StoreError as exc:
             if policy == "always":
                 raise UsageError(f"cannot replay: {exc}") from None
@@ -631,10 +651,57 @@ class AgentMagics(Magics):
             + "; `%%agent --replay` / `--fresh` decide one cell"
         )
 
+    def cmd_export_replay(self, args: Any) -> None:
+        """Write the recorded turns this notebook uses to a replay file, for a machine without
+        the store: those its sessions in this kernel ran or replayed, and those its saved
+        outputs name (`replay.saved_keys`), found in the store."""
+        notebook = continuity.notebook_path(self.shell)
+        if args.path:
+            target = Path(args.path)
+        elif notebook:
+            target = replay.file_for(notebook)
+        else:
+            raise UsageError(
+                "the kernel does not know this notebook's path (a batch run does not say it): "
+                "name the file, e.g. `%agent export-replay analysis.agentreplay.json`, and put "
+                "it beside the notebook"
+            )
+        recordings: dict[str, replay.Recording] = {}
+        for _, session in self.sessions.items():
+            for turn in session.history:
+                if turn.replay_key and turn.status == "completed":
+                    recordings[turn.replay_key] = replay.Recording.of(session.id, turn)
+        unknown = 0
+        for key in replay.saved_keys(notebook) if notebook else []:
+            if key not in recordings:
+                found = replay.find(shared_store(), key)
+                if found is None:
+                    unknown += 1
+                else:
+                    recordings[key] = found
+        written = replay.export(recordings.values(), target)
+        print(
+            f"Wrote {target}: {written} recorded turn(s); a run beside it replays them without "
+            f"the store ({replay.FILE_ENV}=PATH names it from elsewhere)"
+            + (f". {unknown} saved output(s) name turns not in this store" if unknown else "")
+        )
+
     def cmd_close(self, args: Any) -> None:
         session = self.sessions.pop(args.name or self.sessions.current)
         result = _runtime.call_sync(session.close())
         print(f"Closed {session.name!r} (agent exit code {result.exit_code}).")
+
+
+def _replay_key(session: Session, prompt: str, args: Any) -> str:
+    """The replay key of the cell's turn, as the next turn of `session` (`replay.replay_key`)."""
+    return replay.replay_key(
+        backend=session.backend_name,
+        model=session.model,
+        prompt=prompt,
+        context=tuple(_context_names(args)),
+        permission_mode=args.permission_mode or session.permission_mode,
+        previous=replay.previous_key(session.history),
+    )
 
 
 def _context_names(args: Any) -> list[str]:
@@ -688,6 +755,7 @@ SUBCOMMANDS: dict[str, Callable[[AgentMagics, Any], None]] = {
     "title": AgentMagics.cmd_title,
     "export": AgentMagics.cmd_export,
     "close": AgentMagics.cmd_close,
+    "export-replay": AgentMagics.cmd_export_replay,
     "replay": AgentMagics.cmd_replay,
     "sessions": AgentMagics.cmd_sessions,
     "show": AgentMagics.cmd_show,
@@ -762,6 +830,11 @@ def _subcommand_parser() -> MagicArgumentParser:
         "replay",
         "Replay unchanged agent cells from the store: on | off | auto (headless only) | show.",
     ).add_argument("action", nargs="?")
+    add(
+        "export-replay",
+        "Write this notebook's recorded turns to PATH (default <notebook>.agentreplay.json), "
+        "so a machine without the store replays them.",
+    ).add_argument("path", nargs="?")
     listing = add("sessions", "List and search stored sessions (all notebooks and kernels).")
     listing.add_argument("search", nargs="?", help="Text in the title, name or prompts.")
     listing.add_argument("--backend", "-b")

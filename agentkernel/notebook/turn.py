@@ -11,10 +11,16 @@ kernel and the session usable.
 from __future__ import annotations
 
 import asyncio
+import functools
+import html
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
+
+import ipywidgets as widgets
+from IPython.display import DisplayHandle, display
 
 from ..events import Event, PermissionRequest, Question
 from ..permissions import PermissionMode
@@ -76,7 +82,12 @@ def cell_id(shell: Any) -> str | None:
 
 
 def _view(
-    shell: Any, session: Session, frontend: Frontend, quiet: bool, probe: float | None = None
+    shell: Any,
+    session: Session,
+    frontend: Frontend,
+    quiet: bool,
+    probe: float | None = None,
+    into: str | None = None,
 ) -> TurnView:
     """The view of one cell's turn, live or replayed, for `frontend`."""
     return TurnView(
@@ -88,6 +99,7 @@ def _view(
         quiet=quiet,
         probe=probe,
         cell_id=cell_id(shell),
+        into=into,
     )
 
 
@@ -101,11 +113,14 @@ async def run_cell_turn(
     quiet: bool = False,
     probe: float | None = None,
     replay_key: str | None = None,
+    into: str | None = None,
 ) -> TurnRecord:
     """Stream one turn of `session` into the current cell and return its record. ``probe``:
     see `widget_probe`; ``replay_key``: kept with the turn, so an unchanged cell can replay it
-    (`agentkernel.replay`)."""
-    view = _view(shell, session, frontend, quiet, probe=probe if frontend == "widget" else None)
+    (`agentkernel.replay`); ``into``: the display id of an output to draw in (`TurnView`)."""
+    session.load_backend()  # before the view's probe clock starts
+    probe = probe if frontend == "widget" else None
+    view = _view(shell, session, frontend, quiet, probe=probe, into=into)
     view.display()
     ticker = asyncio.ensure_future(_tick(view))
     fallbacks: set[asyncio.Future[Any]] = set()
@@ -145,14 +160,18 @@ async def replay_cell_turn(
     *,
     frontend: Frontend,
     quiet: bool = False,
+    run_fresh: Callable[[TurnRecord, str], Awaitable[Any]] | None = None,
 ) -> TurnRecord:
     """Show a recorded turn in the current cell, exactly as it was shown (its stored events
     through the same view), and append it to `session` without calling the agent: no model
-    request, no tool run again."""
+    request, no tool run again. For a person's cell (a widget front end) `run_fresh` is offered
+    below it as a "run fresh" button, called with the replayed turn and the display id of its
+    output, for the fresh turn to draw in."""
     view = _view(shell, session, frontend, quiet)
     recorded_at = datetime.fromtimestamp(recording.started_at, timezone.utc)
+    when = f"recorded {recorded_at:%Y-%m-%d %H:%M} UTC"
     # The status line says it (the static output stays exactly what the original showed).
-    view.title = f"{view.title} · replayed, recorded {recorded_at:%Y-%m-%d %H:%M} UTC"
+    view.title = f"{view.title} · replayed, {when}"
     view.display()
     for event in recording.record.events:
         view.handle(event)
@@ -166,7 +185,67 @@ async def replay_cell_turn(
         "recorded_at": recorded_at.isoformat(timespec="seconds"),
     }
     view.finish(meta)
+    if run_fresh is not None and view.display_id is not None:
+        fresh = functools.partial(run_fresh, record, view.display_id)
+        FreshOffer(f"replayed · {when}", fresh).display()
     return record
+
+
+class FreshOffer:
+    """The line under a replayed cell that a person runs: "replayed · recorded ..." and a
+    "run fresh" button, which asks the agent again, the fresh turn drawn in place of the
+    replayed output. The line is an output of its own (the replayed output stays exactly what
+    the original showed); a saved notebook keeps its words, without the button."""
+
+    CSS_CLASS = "agentkernel-fresh"
+
+    def __init__(self, words: str, run_fresh: Callable[[], Awaitable[Any]]) -> None:
+        self.words = words
+        self.run_fresh = run_fresh
+        self.running: asyncio.Future[Any] | None = None
+        self.status = widgets.HTML(_small(words))
+        self.button = widgets.Button(
+            description="run fresh",
+            tooltip="Ask the agent again, in place of the recorded turn",
+            _dom_classes=[self.CSS_CLASS],
+            layout=widgets.Layout(width="auto"),
+        )
+        self.button.on_click(self._clicked)
+        self.box = widgets.HBox([self.status, self.button])
+        self.handle: DisplayHandle | None = None
+
+    def display(self) -> None:
+        note = f"({self.words}; `%%agent --fresh` asks the agent again)"
+        bundle = {
+            **self.box._repr_mimebundle_(),
+            "text/plain": note,
+            "text/markdown": f"*{note}*",
+        }
+        self.handle = display(bundle, raw=True, display_id=True)
+
+    def _clicked(self, _button: Any) -> None:
+        if self.running is not None:
+            return
+        self.button.disabled = True
+        self.status.value = _small("running fresh…")
+        self.running = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        """Run the fresh turn; then the line says what happened, without a button."""
+        try:
+            await self.run_fresh()
+            note = f"ran fresh at {datetime.now(timezone.utc):%H:%M} UTC, in place of the replay"
+        except Exception as exc:  # shown where the click was: nothing else would show it
+            note = f"run fresh failed: {exc}"
+        if self.handle is not None:
+            words = {"text/plain": f"({note})", "text/markdown": f"*({note})*"}
+            self.handle.update(words, raw=True)
+        for widget in (self.status, self.button, self.box):
+            widget.close()
+
+
+def _small(words: str) -> str:
+    return f'<span style="font-size:0.85em;opacity:0.75">{html.escape(words)}</span>'
 
 
 async def _tick(view: TurnView) -> None:

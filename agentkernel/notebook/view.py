@@ -89,6 +89,7 @@ class TurnView:
         text: bool = False,
         probe: float | None = None,
         cell_id: str | None = None,
+        into: str | None = None,
     ) -> None:
         self.title = " · ".join(p for p in (session_name, backend, model or "") if p)
         self.headless = headless
@@ -97,6 +98,9 @@ class TurnView:
         self.probe = probe
         """Seconds to wait for a drawn view before switching to text mode (None: never)."""
         self.cell_id = cell_id
+        self.into = into
+        """The display id of an output to draw in, replacing it (None: a new output). How a
+        turn started from a widget click, which has no cell output of its own, shows."""
         self._widget_shown = not text
         self._in_kernel = getattr(get_ipython(), "kernel", None) is not None
         self.quiet = quiet
@@ -147,7 +151,16 @@ class TurnView:
                 "cell": self.cell_id or "",
                 "text": bundle["text/plain"],
             }
-            self._handle = display(bundle, raw=True, display_id=True)
+            if self.into is None:
+                self._handle = display(bundle, raw=True, display_id=True)
+            else:
+                self._handle = DisplayHandle(self.into)
+                self._handle.update(bundle, raw=True)
+
+    @property
+    def display_id(self) -> str | None:
+        """The display id of the turn's output, once displayed with a widget."""
+        return self._handle.display_id if self._handle is not None else None
 
     def owns(self, comm_id: str) -> bool:
         """Whether `comm_id` is one of this turn's widgets (while the turn runs)."""
