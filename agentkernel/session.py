@@ -1048,6 +1048,11 @@ class Session:
         return self._core.config.cwd
 
     @property
+    def backend_options(self) -> dict[str, Any]:
+        """The backend-specific options the session was made with (a copy)."""
+        return dict(self._core.config.options)
+
+    @property
     def permission_mode(self) -> PermissionMode | None:
         return self._core.policy.mode
 

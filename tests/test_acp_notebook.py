@@ -92,6 +92,12 @@ def test_a_copilot_cell_streams_its_turn(server: ScriptedModelServer, kernel: Ke
     sent = str(server.requests[-1].body)
     assert "tell a story" in sent, "the second cell continues the same conversation"
 
+    asked = len(server.requests)
+    switched = kernel.run("%%agent --agent claude\nand now you")
+    assert switched.status == "error"
+    assert "'copilot'" in switched.error and "--new --backend acp --agent claude" in switched.error
+    assert len(server.requests) == asked, "a refused cell sends nothing"
+
 
 @pytest.mark.parametrize("choice", ["allow", "deny"])
 def test_approval_click_answers_the_running_cell(

@@ -18,7 +18,8 @@ PUBLIC = {
 }  # fmt: skip
 
 SESSION = {
-    "backend_session_id", "children", "clear", "close", "compact", "connect", "cwd",
+    "backend_options", "backend_session_id", "children", "clear", "close", "compact", "connect",
+    "cwd",
     "disconnect", "fork", "get_tool", "get_tools", "history", "hooks", "invoke_tool",
     "load_backend", "pending", "record_replay", "register_tool", "register_tools", "set_replay_key",
     "summary", "take_back_replay", "tasks", "unregister_tool", "workspace",

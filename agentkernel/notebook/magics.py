@@ -306,6 +306,13 @@ class AgentMagics(Magics):
                     f"session {name!r} uses backend {session.backend_name!r}; start a new one "
                     f"with `--new --backend {args.backend}` or pick another --session name"
                 )
+            agent = session.backend_options.get("agent")
+            if args.agent and args.agent != agent:
+                runs = f"the ACP agent {agent!r}" if agent else f"backend {session.backend_name!r}"
+                raise UsageError(
+                    f"session {name!r} runs {runs}; start a new one with "
+                    f"`--new --backend acp --agent {args.agent}` or pick another --session name"
+                )
             if args.model and args.model != session.model:
                 session.sync.set_model(args.model)
             if args.max_budget is not None:
