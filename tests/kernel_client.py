@@ -131,10 +131,12 @@ class KernelDriver:
         content = {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget.control", "data": {}}
         self.client.shell_channel.send(self.client.session.msg("comm_open", content))
 
-    def send_comm(self, comm_id: str, data: dict[str, Any]) -> None:
-        """A comm_msg on the shell channel, exactly as a front end sends a widget event."""
+    def send_comm(self, comm_id: str, data: dict[str, Any]) -> str:
+        """A comm_msg on the shell channel, exactly as a front end sends a widget event; its
+        msg_id (the parent of whatever the kernel outputs while handling it)."""
         msg = self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
         self.client.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
 
     # -- playing a widget front end -----------------------------------------------------------
 
@@ -161,9 +163,9 @@ class KernelDriver:
                 msg["content"]["comm_id"], {"method": "custom", "content": {"rendered": True}}
             )
 
-    def click(self, comm_id: str) -> None:
-        """A click on the widget Button `comm_id`."""
-        self.send_comm(comm_id, {"method": "custom", "content": {"event": "click"}})
+    def click(self, comm_id: str) -> str:
+        """A click on the widget Button `comm_id`; the click message's msg_id."""
+        return self.send_comm(comm_id, {"method": "custom", "content": {"event": "click"}})
 
     def type_into(self, comm_id: str, value: str) -> None:
         """A text widget's new value, as the front end syncs it."""

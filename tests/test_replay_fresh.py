@@ -12,8 +12,8 @@ from jupyter_client import KernelManager
 
 from agentkernel.testing import Reply, ScriptedModelServer, text
 
-from .kernel_client import CellRun, KernelDriver
-from .test_magics import _button, kernel  # noqa: F401 (the fixture: a kernel with %load_ext)
+from .kernel_client import CellRun, KernelDriver, widget_id
+from .test_magics import kernel  # noqa: F401 (the fixture: a kernel with %load_ext)
 
 
 def _displays(run: CellRun, *types: str) -> list[dict[str, Any]]:
@@ -52,15 +52,7 @@ def test_run_fresh_replaces_the_replayed_turn(
     assert len(offer) == 1, "no 'replayed · recorded ...' line under the replayed output"
     assert "--fresh" in offer[0]["data"]["text/plain"]  # what a saved notebook keeps
 
-    click = driver.client.session.msg(
-        "comm_msg",
-        {
-            "comm_id": _button(replayed, "agentkernel-fresh", "run fresh"),
-            "data": {"method": "custom", "content": {"event": "click"}},
-        },
-    )
-    driver.client.shell_channel.send(click)
-    clicked = CellRun(click["header"]["msg_id"])
+    clicked = CellRun(driver.click(widget_id(replayed, "agentkernel-fresh", "run fresh")))
     replayed_id = output["transient"]["display_id"]
     final = driver.wait_for(
         clicked,
