@@ -18,7 +18,10 @@ writes the queue in one transaction when it holds `batch_size` events (200) or i
 is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that last
 stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
 themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 200 = 50 commits plus one
-per 0.1 s it streamed (a few in practice), not 10,000. ``synchronous=NORMAL``: a commit survives
+per 0.1 s it streamed (a few in practice), not 10,000. Within a batch, a run of consecutive
+deltas of one stream is one row (every delta's seq, timestamp and text inside it; `events`
+returns them one by one again), so the rows a turn costs do not grow with its deltas either.
+``synchronous=NORMAL``: a commit survives
 the process dying at any moment; only a power cut can lose the last commits.
 
 When the file cannot be written (locked past the timeout, disk full, I/O error), nothing is
@@ -71,7 +74,7 @@ from typing import Any, Literal, get_args
 
 from ._redact import Redactor, redactor
 from .errors import AgentKernelError
-from .events import Event, Other, Usage, event_from_dict
+from .events import Event, Other, TextDelta, ThinkingDelta, Usage, event_from_dict
 
 __all__ = [
     "MIGRATIONS",
@@ -639,7 +642,7 @@ class Store:
             params += (turn,)
         with self._db:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
-        return [_event(row) for row in rows]
+        return _rows_to_events(rows)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -1032,22 +1035,103 @@ as written: text that UTF-8 cannot hold (a lone surrogate) and NUL survive the r
 
 
 def _encode(events: list[Event]) -> str:
-    """The events as the JSON array `_INSERT_EVENTS` takes."""
-    rows = [
-        [
-            event.session_id,
-            event.turn,
-            event.seq,
-            event.type,
-            event.timestamp,
-            {name: getattr(event, name) for name in _payload_fields(type(event))},
-        ]
-        for event in events
-    ]
+    """The events as the JSON array `_INSERT_EVENTS` takes: one row per event, but one per
+    *run* of deltas (consecutive `TextDelta` or `ThinkingDelta` of one stream: session, turn
+    and scope), which `_rows_to_events` expands again. A 200 KB reply streams 12,500 deltas;
+    a row each cost more than the rest of the session's work per delta, a row per run costs
+    next to nothing, and every delta keeps its own seq, timestamp and text."""
+    rows: list[list[Any]] = []
+    run: list[TextDelta | ThinkingDelta] = []
+    for event in events:
+        if run:
+            first = run[0]
+            if (
+                type(event) is type(first)
+                and event.session_id == first.session_id
+                and event.turn == first.turn
+                and event.parent_tool_use_id == first.parent_tool_use_id
+            ):
+                run.append(event)  # type: ignore[arg-type]
+                continue
+            rows.append(_run_row(run))
+            run = []
+        if type(event) in _RUN_TYPES:
+            run.append(event)  # type: ignore[arg-type]
+        else:
+            rows.append(_row(event))
+    if run:
+        rows.append(_run_row(run))
     try:
         return _ENCODER.encode(rows)
     except ValueError:  # NaN or infinity somewhere, which JSON cannot hold: keep them as text
         return _ENCODER.encode(_finite(rows))
+
+
+def _row(event: Event) -> list[Any]:
+    return [
+        event.session_id,
+        event.turn,
+        event.seq,
+        event.type,
+        event.timestamp,
+        {name: getattr(event, name) for name in _payload_fields(type(event))},
+    ]
+
+
+def _run_row(run: list[TextDelta | ThinkingDelta]) -> list[Any]:
+    """One row for a run of deltas (a lone delta is an ordinary row). Its seq column is the
+    first delta's, its timestamp the last's (crash recovery dates a turn's end by it)."""
+    first = run[0]
+    if len(run) == 1:
+        return _row(first)
+    return [
+        first.session_id,
+        first.turn,
+        first.seq,
+        _RUN_TYPES[type(first)],
+        run[-1].timestamp,
+        {
+            "parent_tool_use_id": first.parent_tool_use_id,
+            "text": [delta.text for delta in run],
+            "seq": [delta.seq for delta in run],
+            "timestamp": [delta.timestamp for delta in run],
+        },
+    ]
+
+
+_RUN_TYPES: dict[type[Event], str] = {
+    TextDelta: "text_delta_run",
+    ThinkingDelta: "thinking_delta_run",
+}
+"""Row types of packed delta runs (an older agentkernel reads such a row as one `Other`)."""
+_RUN_CLASSES = {name: cls for cls, name in _RUN_TYPES.items()}
+
+
+def _rows_to_events(rows: list[tuple[Any, ...]]) -> list[Event]:
+    """Events from stored rows, a packed run expanded to its deltas."""
+    events: list[Event] = []
+    for row in rows:
+        cls = _RUN_CLASSES.get(row[3])
+        if cls is None:
+            events.append(_event(row))
+            continue
+        session_id, turn = row[0], row[1]
+        payload = json.loads(row[5])
+        parent = payload["parent_tool_use_id"]
+        events += (
+            cls(
+                session_id=session_id,
+                turn=turn,
+                seq=seq,
+                timestamp=timestamp,
+                parent_tool_use_id=parent,
+                text=text,
+            )
+            for text, seq, timestamp in zip(
+                payload["text"], payload["seq"], payload["timestamp"], strict=True
+            )
+        )
+    return events
 
 
 def _finite(value: Any) -> Any:
