@@ -134,9 +134,7 @@ def test_default_policy_commit_bound(store: Store) -> None:
     assert len(store.events(session.id)) == 10_000
 
 
-def test_runs_of_deltas_are_one_row_and_read_back_delta_by_delta(
-    store: Store, path: Path
-) -> None:
+def test_runs_of_deltas_are_one_row_and_read_back_delta_by_delta(store: Store, path: Path) -> None:
     """Consecutive deltas of one stream share a row; a delta of another kind, scope, session
     or turn, or any other event, starts a new one. Reading gives back every event exactly:
     type, seq, timestamp, scope and text (odd characters too)."""
