@@ -94,29 +94,39 @@ class Handoff(Generic[T]):
         self._waiter: asyncio.Future[None] | None = None
 
     def put(self, item: T) -> None:
-        with self._lock:
-            self._items.append(item)
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
+        # No lock for the item itself (deque appends are atomic): only a waiting consumer is
+        # woken, under the lock. `take` sets its waiter *before* it looks for items, so an
+        # item appended after that look always sees the waiter.
+        self._items.append(item)
+        if self._waiter is not None:
+            with self._lock:
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                self._loop.call_soon_threadsafe(_wake, waiter)
 
     async def take(self, timeout: float) -> list[T]:
         """Everything queued; waits up to `timeout` for something (may return nothing)."""
-        with self._lock:
-            if not self._items:
-                self._waiter = self._loop.create_future()
-            waiter = self._waiter
-        if waiter is not None:
-            timer = self._loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-        with self._lock:
-            self._waiter = None
-            items = list(self._items)
-            self._items.clear()
-        return items
+        items = self._items
+        if not items:
+            waiter = self._loop.create_future()
+            with self._lock:
+                self._waiter = waiter
+            if items:  # arrived meanwhile: its producer may not have seen the waiter
+                with self._lock:
+                    self._waiter = None
+            else:
+                timer = self._loop.call_later(timeout, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    with self._lock:
+                        self._waiter = None
+        taken = []
+        popleft = items.popleft
+        for _ in range(len(items)):
+            taken.append(popleft())
+        return taken
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

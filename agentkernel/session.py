@@ -259,6 +259,8 @@ class _Core:
         self.redact: Redactor = redactor(config.env)
         self.streams = StreamRedactor(self.redact)
         """Streamed text, redacted as a stream: per (kind, parent_tool_use_id)."""
+        self.delta_key: tuple[str, str | None] | None = None
+        """The stream of the last delta: the next delta of it opens no other stream."""
         self.store_warned = False
         self.backend_cls = backend_cls
         self.backend: Backend | None = None
@@ -299,29 +301,39 @@ class _Core:
     # -- the BackendHost side --------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        kind = _DELTA_KIND.get(type(event))
+        if kind is not None:
+            self._emit_delta(event, kind)  # type: ignore[arg-type]
+            return
         for clean in self._redact_event(event):
             self._emit_redacted(clean)
 
-    def _redact_event(self, event: Event) -> list[Event]:
-        """`event` redacted, after the rest of any text stream it ends: one redaction per
-        event, here, so nothing downstream (view, store, history, handlers) sees a secret. A
-        delta goes through `self.streams`, which holds back the beginning of a possible
-        secret; a delta whose text is all held back is dropped."""
+    def _emit_delta(self, event: TextDelta | ThinkingDelta, kind: str) -> None:
+        """A delta, redacted as part of its stream (`self.streams` holds back the beginning
+        of a possible secret; a delta whose text is all held back is dropped). The path of
+        thousands of events a second, so it does only what a delta needs: the streams of
+        its scope are closed only when the previous delta was of another stream."""
         scope = event.parent_tool_use_id
-        kind = _DELTA_KIND.get(type(event))
-        if kind is not None:
-            assert isinstance(event, TextDelta | ThinkingDelta)
-            out = self._close_streams(scope, keep=kind)  # text after thinking ends it
-            text = self.streams.feed((kind, scope), event.text)
-            if text == event.text:
-                out.append(event)
-            elif text:
-                out.append(type(event)(text=text, parent_tool_use_id=scope))
-            return out
+        key = (kind, scope)
+        if key != self.delta_key:
+            self.delta_key = key
+            for rest in self._close_streams(scope, keep=kind):  # text after thinking ends it
+                self._emit_redacted(rest)
+        text = self.streams.feed(key, event.text)
+        if text is not event.text:
+            if not text:
+                return
+            event = type(event)(text=text, parent_tool_use_id=scope)
+        self._emit_redacted(event)
+
+    def _redact_event(self, event: Event) -> list[Event]:
+        """`event` (not a delta) redacted, after the rest of any text stream it ends: one
+        redaction per event, here, so nothing downstream (view, store, history, handlers)
+        sees a secret."""
         if isinstance(event, TurnEnded):
             out = self._close_streams(None, every=True)
         elif isinstance(event, _ENDS_BLOCKS):
-            out = self._close_streams(scope)
+            out = self._close_streams(event.parent_tool_use_id)
         else:
             out = []
         changed = self._redacted(event)
@@ -349,24 +361,35 @@ class _Core:
         # one yet, and a copy per delta (thousands a second) costs more than the rest of this.
         stamp = object.__setattr__
         stamp(event, "session_id", self.session_id)
-        stamp(event, "turn", self.current.record.number if self.current else 0)
-        stamp(event, "seq", self.seq)
-        if isinstance(event, SessionStarted):
-            self._started(event)
-        elif event.parent_tool_use_id and event.parent_tool_use_id not in self.children:
-            self._child(event.parent_tool_use_id)
-        self._track(event)
-        self.persist(lambda s: s.append(event))
         current = self.current
+        stamp(event, "turn", current.record.number if current else 0)
+        stamp(event, "seq", self.seq)
+        if type(event) not in _DELTA_KIND:  # a delta has no state to track
+            if isinstance(event, SessionStarted):
+                self._started(event)
+            self._track(event)
+        parent = event.parent_tool_use_id
+        if parent and parent not in self.children:
+            self._child(parent)
+        store = self.store
+        if store is not None:
+            try:
+                store.append(event)
+            except Exception as exc:
+                self._store_failed(store, exc)
+            else:
+                if self.store_warned and store.healthy:
+                    self.store_warned = False
         if current is not None:
             current.record.events.append(event)
             if isinstance(event, TurnEnded):
                 current.ended = True
             if current.sink is not None:
                 current.sink(event)
-        for sub in list(self.subscriptions):
-            if sub.kind in ("*", event.type):
-                _dispatch(sub, event)
+        if self.subscriptions:
+            for sub in list(self.subscriptions):
+                if sub.kind in ("*", event.type):
+                    _dispatch(sub, event)
 
     def workspace(self) -> Path:
         """The session's own directory, beside its store (created on first use)."""
@@ -443,18 +466,22 @@ class _Core:
             return
         try:
             write(store)
-        except StoreWriteError as exc:
-            if not self.store_warned:
-                self.store_warned = True
-                warnings.warn(StoreWarning(str(exc)), stacklevel=2)
         except Exception as exc:
-            warnings.warn(
-                StoreWarning(f"the session store {store.path} refused a write: {exc}"),
-                stacklevel=2,
-            )
+            self._store_failed(store, exc)
         else:
             if self.store_warned and store.healthy:
                 self.store_warned = False
+
+    def _store_failed(self, store: Store, exc: Exception) -> None:
+        if isinstance(exc, StoreWriteError):
+            if not self.store_warned:
+                self.store_warned = True
+                warnings.warn(StoreWarning(str(exc)), stacklevel=3)
+        else:
+            warnings.warn(
+                StoreWarning(f"the session store {store.path} refused a write: {exc}"),
+                stacklevel=3,
+            )
 
     async def decide(self, request: PermissionRequest | Question) -> Decision:
         current = self.current
