@@ -293,6 +293,39 @@ class StreamRedactor:
         self._streams[key] = (text[cut - 1 : cut] if cut else "", text[cut:])
         return released
 
+    def feed_run(self, key: Hashable, pieces: list[str]) -> list[str]:
+        """`feed` each of `pieces` in turn, returning what each released, with one regex
+        search for the lot unless it holds a secret: text that holds nothing to redact is
+        released as it came (the same string objects), up to the possible beginning of a
+        secret at its end, which is held back as `feed` would."""
+        if not pieces:
+            return []
+        context, held = self._streams.get(key, _NOTHING)
+        text = context + held + "".join(pieces)
+        start = len(context)
+        match = self.redactor._stream.search(text, start)
+        if match is None:
+            cut = len(text)
+        elif match.lastgroup[0] == "o":  # type: ignore[index]  # may still become a secret
+            cut = match.start()
+        else:  # a secret to replace: piece by piece
+            return [self.feed(key, piece) for piece in pieces]
+        self._streams[key] = (text[cut - 1 : cut] if cut else "", text[cut:])
+        released: list[str] = []
+        at = start  # where the text not released yet begins
+        end = start + len(held)
+        for piece in pieces:
+            end += len(piece)
+            if end <= cut:
+                released.append(piece if at == end - len(piece) else text[at:end])
+                at = end
+            elif at < cut:
+                released.append(text[at:cut])
+                at = cut
+            else:
+                released.append("")
+        return released
+
     def flush(self, key: Hashable) -> str:
         """End stream `key` (its block is complete): return the rest, redacted. The key may
         then start a new stream."""

@@ -15,7 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -93,11 +93,12 @@ class Handoff(Generic[T]):
         self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, item: T) -> None:
-        # No lock for the item itself (deque appends are atomic): only a waiting consumer is
-        # woken, under the lock. `take` sets its waiter *before* it looks for items, so an
-        # item appended after that look always sees the waiter.
-        self._items.append(item)
+    def put_many(self, items: Iterable[T]) -> None:
+        """Queue `items` in order, with one wake-up of the consumer at most."""
+        # No lock for the items themselves (deque appends are atomic): only a waiting consumer
+        # is woken, under the lock. `take` sets its waiter *before* it looks for items, so
+        # items appended after that look always see the waiter.
+        self._items.extend(items)
         if self._waiter is not None:
             with self._lock:
                 waiter, self._waiter = self._waiter, None

@@ -526,15 +526,22 @@ class Store:
 
         Never waits for the disk or for another process's write lock: the flusher thread
         writes, so the session's event loop is not held up by a busy store."""
-        if not event.session_id:
-            raise ValueError(f"cannot store an event without a session id: {event!r}")
+        self.extend((event,))
+
+    def extend(self, events: Sequence[Event]) -> None:
+        """`append` each of `events`, in order, at the cost of one."""
+        for event in events:
+            if not event.session_id:
+                raise ValueError(f"cannot store an event without a session id: {event!r}")
         if self._closed:
             raise ValueError(f"{self!r} is closed")
-        self._queue.append(event)
-        size = len(self._queue)
-        if size == 1 or size % self.batch_size == 0:
+        queue = self._queue
+        before = len(queue)
+        queue.extend(events)
+        size = len(queue)
+        if before == 0 or size // self.batch_size > before // self.batch_size:
             with self._wake:
-                if size == 1:
+                if before == 0:
                     self._oldest = time.monotonic()
                 self._wake.notify()
 
