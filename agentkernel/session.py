@@ -112,6 +112,11 @@ them, when `_DELTA_BATCH` wait, or before any other event: each delta's redactio
 storing and cross-thread hand-off (a wake-up of the consumer's loop per delta) costs more one
 by one than the work itself, and 2 ms is far below what a person (or a 20-per-second view)
 can tell. Every delta is still its own event, in order."""
+_GATHER_S = 0.02
+_URGENT = (TurnEnded, PermissionRequest, Question)
+"""`stream` lets events gather for `_GATHER_S` after each batch it yields (each wake-up of
+the caller's loop costs its thread a wait for the GIL), cut short by an `_URGENT` event:
+20 ms is below what a person, or a view that redraws 20 times a second, can tell."""
 _WAKE_INTERVAL_S = 0.2
 """Stream consumers wake at least this often, so a kernel interrupt (a cancel scheduled without
 waking the loop) is heard promptly even while nothing streams."""
@@ -1273,19 +1278,25 @@ class Session:
         cancellation, a kernel interrupt) interrupts the turn.
         """
         handoff: _runtime.Handoff[Event] = _runtime.Handoff(asyncio.get_running_loop())
+
+        def sink(events: list[Event]) -> None:
+            handoff.put_many(events, urgent=isinstance(events[-1], _URGENT))
+
         turn = self._new_turn(
             prompt,
             images,
-            handoff.put_many,
+            sink,
             can_ask,
             permission_mode,
             permission_handler,
         )
         running = _runtime.submit(self._core.run_turn(turn[0], turn[1]))
         finished = False
+        gather = 0.0
         try:
             while not finished:
-                batch = await handoff.take(_WAKE_INTERVAL_S)
+                batch = await handoff.take(_WAKE_INTERVAL_S, gather=gather)
+                gather = _GATHER_S
                 if not batch:
                     if running.done():
                         running.result()  # raises what the turn raised (e.g. a refusal)

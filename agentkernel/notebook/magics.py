@@ -10,7 +10,9 @@ compiles it; IPython then runs it with top-level await. Calling the cell magic d
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import logging
 import math
 import os
 import re
@@ -30,7 +32,7 @@ from IPython.core.magic_arguments import (
 from traitlets import Dict, Enum, Unicode
 
 from .. import _runtime, export, replay
-from ..backends import DEFAULT_BACKEND, available_backends
+from ..backends import DEFAULT_BACKEND, available_backends, load_backend
 from ..errors import AgentKernelError
 from ..permissions import PERMISSION_MODES, validate_mode
 from ..session import Session, TurnRecord, shared_store
@@ -46,6 +48,8 @@ from .turn import (
     run_cell_turn,
     widget_probe,
 )
+
+log = logging.getLogger("agentkernel")
 
 HANDLE = "__agentkernel__"
 """Name under which the magics object sits in the user namespace (hidden from %who)."""
@@ -93,6 +97,8 @@ class AgentMagics(Magics):
         self._subcommands = _subcommand_parser()
         self.replay_policy: replay.Policy | None = None
         """This notebook's replay setting (`%agent replay`); None: the front end's default."""
+        self._warm: Session | None = None
+        """The session `warm_up` started, until the first ``%%agent`` cell takes it."""
 
     def session_defaults(self) -> dict[str, Any]:
         return {
@@ -264,14 +270,20 @@ class AgentMagics(Magics):
         exists = name in self.sessions and not self.sessions.get(name).is_finished
         if not exists and not args.new and not args.backend:
             exists = self._continue_stored(name) is not None
+        warm, self._warm = self._warm, None
         if args.new or not exists:
             self.sessions.defaults = self.session_defaults()
-            session = self.sessions.create(
-                name,
-                backend=args.backend,
-                model=args.model,
-                max_budget_usd=args.max_budget,
-            )
+            fits = warm is not None and name == warm.name and not args.max_budget
+            if fits and args.backend in (None, warm.backend_name) and not args.model:
+                session = self.sessions.add(name, warm)  # type: ignore[arg-type]
+                warm = None
+            else:
+                session = self.sessions.create(
+                    name,
+                    backend=args.backend,
+                    model=args.model,
+                    max_budget_usd=args.max_budget,
+                )
         else:
             session = self.sessions.get(name)
             if args.backend and args.backend != session.backend_name:
@@ -283,8 +295,42 @@ class AgentMagics(Magics):
                 session.sync.set_model(args.model)
             if args.max_budget is not None:
                 session.max_budget_usd = args.max_budget
+        if warm is not None:  # started for a cell that turned out to want another session
+            _runtime.submit(warm.close())
         self.sessions.current = name
         return session
+
+    def warm_up(self) -> None:
+        """Start what the first plain ``%%agent`` cell needs while the user writes it: the
+        backend's SDK is imported (seconds) on the runtime thread, then the default session
+        is created and its agent connected, unless this notebook has a stored session that
+        cell will continue (`continuity`). Best effort: a failure here is the cell's to show."""
+        imported = _runtime.submit(_import_backend(self.default_backend))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to create the session on later: the import alone
+            return
+
+        async def start() -> None:
+            await asyncio.wrap_future(imported)
+            name = self.sessions.current
+            store = shared_store()
+            origin = continuity.Origin.of(self.shell)
+            if name in self.sessions or self._warm is not None:
+                return
+            if store is not None and continuity.find(store, origin, name=name) is not None:
+                return
+            self._warm = Session(name=name, **self.session_defaults())
+            await self._warm.connect()
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.info("agentkernel: the warm-up did not start the agent: %s", task.exception())
+
+        task = loop.create_task(start())
+        task.add_done_callback(done)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     def _prompt(self, body: str, args: Any) -> str:
         namespace = self.shell.user_ns
@@ -755,7 +801,16 @@ def agent_cell_transformer(lines: list[str]) -> list[str]:
 agent_cell_transformer.has_side_effects = True  # type: ignore[attr-defined]
 
 
-def load(shell: Any) -> AgentMagics:
+async def _import_backend(name: str) -> None:
+    load_backend(name)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def load(shell: Any, *, warm_up: bool = False) -> AgentMagics:
+    """Register the magics; ``warm_up``: start the default session's agent in the background
+    (`AgentMagics.warm_up`), as ``%load_ext agentkernel`` does."""
     _clients.install(getattr(shell, "kernel", None))
     kernel_tools.install(shell)  # the built-in notebook tools, for every session in the kernel
     magics = AgentMagics(shell)
@@ -765,6 +820,8 @@ def load(shell: Any) -> AgentMagics:
     if agent_cell_transformer not in shell.input_transformers_cleanup:
         # First, before IPython's prompt strippers: a prompt keeps its ">>> " lines as typed.
         shell.input_transformers_cleanup.insert(0, agent_cell_transformer)
+    if warm_up:
+        magics.warm_up()
     return magics
 
 
@@ -775,3 +832,5 @@ def unload(shell: Any) -> None:
     shell.user_ns_hidden.pop(HANDLE, None)
     if isinstance(magics, AgentMagics):
         _runtime.call_sync(magics.sessions.close_all())
+        if magics._warm is not None:
+            _runtime.call_sync(magics._warm.close())
