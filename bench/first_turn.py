@@ -127,6 +127,9 @@ def is_stream_text(msg: dict[str, Any]) -> bool:
 
 
 def is_append(msg: dict[str, Any]) -> bool:
+    """The widget's first append of text (or the static output, if the turn ended first)."""
+    if msg["msg_type"] in ("display_data", "update_display_data"):
+        return SMALL_REPLY[:2] in msg["content"]["data"].get("text/plain", "")
     if msg["msg_type"] != "comm_msg":
         return False
     custom = msg["content"]["data"].get("content") or {}

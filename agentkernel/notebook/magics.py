@@ -29,13 +29,13 @@ from IPython.core.magic_arguments import (
     magic_arguments,
     parse_argstring,
 )
-from traitlets import Dict, Enum, Unicode
+from traitlets import Dict, Enum, Float, Unicode
 
 from .. import _runtime, export, replay
 from ..backends import DEFAULT_BACKEND, available_backends, load_backend
 from ..errors import AgentKernelError
 from ..permissions import PERMISSION_MODES, validate_mode
-from ..session import Session, TurnRecord, shared_store
+from ..session import DEFAULT_IDLE_TIMEOUT_S, Session, TurnRecord, shared_store
 from ..store import Store, StoreError
 from . import _clients, context, continuity
 from . import tools as kernel_tools
@@ -90,6 +90,12 @@ class AgentMagics(Magics):
     session_options = Dict(
         help="Extra Session options for new sessions (cwd, env, max_budget_usd...)."
     ).tag(config=True)
+    idle_timeout = Float(
+        DEFAULT_IDLE_TIMEOUT_S,
+        allow_none=True,
+        help="Seconds an idle session keeps its agent process before parking it (the next "
+        "turn resumes the conversation in a new one); None: never park.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -99,6 +105,8 @@ class AgentMagics(Magics):
         """This notebook's replay setting (`%agent replay`); None: the front end's default."""
         self._warm: Session | None = None
         """The session `warm_up` started, until the first ``%%agent`` cell takes it."""
+        self._warming: asyncio.Future[None] | None = None
+        """Done once `warm_up` has made its session (or decided not to)."""
 
     def session_defaults(self) -> dict[str, Any]:
         return {
@@ -106,6 +114,7 @@ class AgentMagics(Magics):
             "model": self.default_model,
             "permission_mode": self.default_permission_mode,
             "notebook_path": continuity.notebook_path(self.shell),
+            "idle_timeout": self.idle_timeout,
             **self.session_options,
         }
 
@@ -195,6 +204,10 @@ class AgentMagics(Magics):
         """The body of a ``%%agent`` cell, awaited by the rewritten cell."""
         args = self._cell_args(line)
         prompt = self._prompt(body, args)
+        if self._warming is not None:  # the warm-up's session may be moments away: take it
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._warming)
+            self._warming = None
         session = self._session_for(args)
         forced = frontend or self.frontend
         detected = detect_frontend(self.shell, forced)
@@ -311,17 +324,24 @@ class AgentMagics(Magics):
         except RuntimeError:  # no loop to create the session on later: the import alone
             return
 
+        made: asyncio.Future[None] = loop.create_future()
+        self._warming = made
+
         async def start() -> None:
-            await asyncio.wrap_future(imported)
-            name = self.sessions.current
-            store = shared_store()
-            origin = continuity.Origin.of(self.shell)
-            if name in self.sessions or self._warm is not None:
-                return
-            if store is not None and continuity.find(store, origin, name=name) is not None:
-                return
-            self._warm = Session(name=name, **self.session_defaults())
-            await self._warm.connect()
+            try:
+                await asyncio.wrap_future(imported)
+                name = self.sessions.current
+                store = shared_store()
+                origin = continuity.Origin.of(self.shell)
+                if name in self.sessions or self._warm is not None:
+                    return
+                if store is not None and continuity.find(store, origin, name=name) is not None:
+                    return
+                self._warm = warm = Session(name=name, **self.session_defaults())
+            finally:
+                if not made.done():
+                    made.set_result(None)
+            await warm.connect()
 
         def done(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:

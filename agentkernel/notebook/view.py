@@ -131,6 +131,7 @@ class TurnView:
         self._live_text = ""  # the live output's text/plain, as last sent
         self._held: list[str] = []  # streamed text not taken in yet (see `handle`)
         self._held_kind: type[TextDelta | ThinkingDelta] | None = None
+        self._streamed = False  # a delta came (the first is sent without waiting)
         self._title_skipped = False
 
     # ------------------------------------------------------------------ public
@@ -173,7 +174,10 @@ class TurnView:
                     self._take_held()
                     self._held_kind = kind
                 self._held.append(event.text)  # type: ignore[attr-defined]
-                if time.monotonic() - self._last_flush >= self.interval:
+                if not self._streamed:  # the turn's first text shows at once
+                    self._streamed = True
+                    self.flush(force=True)
+                elif time.monotonic() - self._last_flush >= self.interval:
                     self.flush()
             return
         with self._lock:
