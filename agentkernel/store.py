@@ -47,7 +47,9 @@ to the next, and opening a store applies the missing ones.
 
 from __future__ import annotations
 
+import array
 import atexit
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -719,7 +721,9 @@ class Store:
         with _transaction(self._conn) as conn:  # (events encoded before taking the lock)
             for run in runs:
                 if not isinstance(run, _Write):
-                    conn.execute(_INSERT_EVENTS, (run,))
+                    for start in range(0, len(run), _ROWS_PER_STATEMENT):
+                        rows = run[start : start + _ROWS_PER_STATEMENT]
+                        conn.execute(_insert_events(len(rows)), [v for row in rows for v in row])
                 elif (error := _apply(conn, run)) is not None and run is write:
                     wrong = error
                 elif error is not None:
@@ -1026,23 +1030,28 @@ def _stored_turn(row: sqlite3.Row) -> StoredTurn:
     )
 
 
-_INSERT_EVENTS = """INSERT INTO events (session_id, turn, seq, type, timestamp, data)
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
-    FROM json_each(?)"""
-"""A run of events in one statement, as one JSON array of rows.
-
-Why not `executemany`: it releases and retakes the GIL around every row, and each retake
-waits up to the interpreter's switch interval (5 ms) while another thread runs Python code,
-such as the session loop streaming deltas; a batch of 1,000 rows then took seconds. One
-statement is a handful of GIL round trips whatever the batch size, and no slower.
-
-The JSON is ASCII (``\\uXXXX`` escapes), and SQLite keeps the escapes of the payload object
-as written: text that UTF-8 cannot hold (a lone surrogate) and NUL survive the round trip."""
+_ROWS_PER_STATEMENT = 150
+"""Rows of events per INSERT statement: 6 parameters each, within the 999 of SQLite < 3.32."""
 
 
-def _encode(events: list[Event]) -> str:
-    """The events as the JSON array `_INSERT_EVENTS` takes: one row per event, but one per
+@functools.lru_cache(maxsize=64)
+def _insert_events(rows: int) -> str:
+    """An INSERT of `rows` events in one statement.
+
+    Why not `executemany`: it releases and retakes the GIL around every row, and each retake
+    waits up to the interpreter's switch interval (5 ms) while another thread runs Python code,
+    such as the session loop streaming deltas; a batch of 1,000 rows then took seconds. One
+    statement is a handful of GIL round trips whatever the batch size. The payload is bound
+    as JSON text, ASCII (``\\uXXXX`` escapes), which SQLite stores as it is: text that UTF-8
+    cannot hold (a lone surrogate) and NUL survive the round trip, and SQLite parses none of
+    it on the way in."""
+    values = ",".join(["(?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO events (session_id, turn, seq, type, timestamp, data) VALUES {values}"
+
+
+def _encode(events: list[Event]) -> list[list[Any]]:
+    """The events as rows for `_insert_events`, payloads as JSON text: one row per event, but
+    one per
     *run* of deltas (consecutive `TextDelta` or `ThinkingDelta` of one stream: session, turn
     and scope), which `_rows_to_events` expands again. A 200 KB reply streams 12,500 deltas;
     a row each cost more than the rest of the session's work per delta, a row per run costs
@@ -1068,10 +1077,12 @@ def _encode(events: list[Event]) -> str:
             rows.append(_row(event))
     if run:
         rows.append(_run_row(run))
-    try:
-        return _ENCODER.encode(rows)
-    except ValueError:  # NaN or infinity somewhere, which JSON cannot hold: keep them as text
-        return _ENCODER.encode(_finite(rows))
+    for row in rows:
+        try:
+            row[5] = _ENCODER.encode(row[5])
+        except ValueError:  # NaN or infinity, which JSON cannot hold: kept as text
+            row[5] = _ENCODER.encode(_finite(row[5]))
+    return rows
 
 
 def _row(event: Event) -> list[Any]:
@@ -1101,9 +1112,25 @@ def _run_row(run: list[TextDelta | ThinkingDelta]) -> list[Any]:
             "parent_tool_use_id": first.parent_tool_use_id,
             "text": [delta.text for delta in run],
             "seq": [delta.seq for delta in run],
-            "timestamp": [delta.timestamp for delta in run],
+            "timestamp": _pack_floats([delta.timestamp for delta in run]),
         },
     ]
+
+
+def _pack_floats(values: list[float]) -> str:
+    """Floats, exactly, as base64 of little-endian doubles: JSON's decimal form of a
+    timestamp costs more to write than the rest of a delta's row."""
+    packed = array.array("d", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack_floats(text: str) -> list[float]:
+    packed = array.array("d", base64.b64decode(text))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tolist()
 
 
 _RUN_TYPES: dict[type[Event], str] = {
@@ -1135,7 +1162,7 @@ def _rows_to_events(rows: list[tuple[Any, ...]]) -> list[Event]:
                 text=text,
             )
             for text, seq, timestamp in zip(
-                payload["text"], payload["seq"], payload["timestamp"], strict=True
+                payload["text"], payload["seq"], _unpack_floats(payload["timestamp"]), strict=True
             )
         )
     return events
