@@ -904,3 +904,18 @@ def test_export_is_redacted(store: Store, tmp_path: Path, monkeypatch: pytest.Mo
     for text in (markdown, target.read_text()):
         assert FAKE_ENV_TOKEN not in text and FAKE_ANTHROPIC_KEY not in text
         assert "[REDACTED]" in text
+
+
+def test_extend_queues_in_order_and_refuses_a_batch_with_an_unstamped_event(store: Store) -> None:
+    """`Store.extend` (the session's batches of deltas) is `append` of each, in order; a batch
+    holding an event without a session id is refused whole, none of it queued."""
+    session = new_session(store)
+    batch = [TextDelta(session_id=session.id, turn=1, seq=n, text=f"{n}") for n in range(1, 4)]
+    store.extend(batch)
+    whole = Text(session_id=session.id, turn=1, seq=4, text="123")
+    store.append(whole)
+    with pytest.raises(ValueError, match="without a session id"):
+        store.extend(
+            [TextDelta(session_id=session.id, turn=1, seq=5, text="x"), TextDelta(text="y")]
+        )
+    assert store.events(session.id) == [*batch, whole]
