@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -347,7 +348,10 @@ class AgentMagics(Magics):
             if not task.cancelled() and task.exception() is not None:
                 log.info("agentkernel: the warm-up did not start the agent: %s", task.exception())
 
-        task = loop.create_task(start())
+        # In a context of its own, not the ``%load_ext`` cell's: the agent's tasks, started by
+        # the connect, would otherwise carry that cell's context (ipykernel's parent header)
+        # into later cells' turns (seen: a widget cell's approved tool call never finished).
+        task = contextvars.Context().run(loop.create_task, start())
         task.add_done_callback(done)
         _background.add(task)
         task.add_done_callback(_background.discard)
