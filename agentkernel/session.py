@@ -403,16 +403,17 @@ class _Core:
         no one yet, and a copy per delta (thousands a second) costs more than the rest."""
         if not events:
             return
+        stamp = object.__setattr__  # frozen for everyone else (no `__dict__`: on Python 3.11+
+        # reading it turns the instance's inline attributes into a dict, per event)
         session_id = self.session_id
         current = self.current
         turn = current.record.number if current else 0
         seq = self.seq
         for event in events:
             seq += 1
-            fields = event.__dict__  # frozen for everyone else
-            fields["session_id"] = session_id
-            fields["turn"] = turn
-            fields["seq"] = seq
+            stamp(event, "session_id", session_id)
+            stamp(event, "turn", turn)
+            stamp(event, "seq", seq)
             if type(event) not in _DELTA_KIND:  # a delta has no state to track
                 self.seq = seq
                 if isinstance(event, SessionStarted):

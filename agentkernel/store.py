@@ -14,11 +14,12 @@ answers "database is locked" at once while another process is creating the file)
 retries within the busy timeout: kernels started together all open the file.
 
 Writes are kept cheap by batching: `Store.append` only queues the event; a flusher thread
-writes the queue in one transaction when it holds `batch_size` events (200) or its oldest event
-is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that last
-stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
-themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 200 = 50 commits plus one
-per 0.1 s it streamed (a few in practice), not 10,000. Within a batch, a run of consecutive
+writes the queue in one transaction when it holds `batch_size` events (1,000) or its oldest
+event is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that
+last stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
+themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 1,000 = 10 commits plus
+one per 0.1 s it streamed, not 10,000; and the flusher thread wakes as rarely (each wake-up
+takes the GIL from the thread streaming the deltas). Within a batch, a run of consecutive
 deltas of one stream is one row (every delta's seq, timestamp and text inside it; `events`
 returns them one by one again), so the rows a turn costs do not grow with its deltas either.
 ``synchronous=NORMAL``: a commit survives
@@ -307,7 +308,7 @@ class Store:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
-        batch_size: int = 200,
+        batch_size: int = 1000,
         flush_interval: float = 0.1,
         busy_timeout: float = 30.0,
     ) -> None:

@@ -100,8 +100,8 @@ STORED_EVENTS = """SELECT coalesce(sum(CASE WHEN type GLOB '*_delta_run'
 
 def test_ten_thousand_deltas_take_a_few_commits(store: Store) -> None:
     """Size-triggered flushes only (age flushing pushed out of reach): each commit carries at
-    least `batch_size` events, so 10,000 deltas are at most 10,000 / 200 commits, plus the one
-    `end_turn` commit."""
+    least `batch_size` events, so 10,000 deltas are at most 10,000 / `batch_size` commits, plus
+    the one `end_turn` commit."""
     store.flush_interval = 3600.0
     session = new_session(store)
     store.start_turn(session.id, 1, "stream a lot")
@@ -235,7 +235,7 @@ def test_kill_9_mid_turn_keeps_flushed_events_and_marks_the_turn_interrupted(
 ) -> None:
     child = run_child(APPEND_FOREVER, str(path))
     try:
-        # Batches of 200 would take 0.4 s to fill; seeing rows early proves age flushing.
+        # Batches of 1,000 would take 2 s to fill; seeing rows early proves age flushing.
         deadline = time.monotonic() + 60
         known = 0
         while known < 50:
