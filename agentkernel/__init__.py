@@ -45,10 +45,11 @@ logging.getLogger("agentkernel").addHandler(logging.NullHandler())
 
 
 def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext agentkernel``: register ``%%agent`` / ``%agent``."""
+    """``%load_ext agentkernel``: register ``%%agent`` / ``%agent``, and start the agent in
+    the background while the first cell is written."""
     from .notebook.magics import load
 
-    load(ipython)
+    load(ipython, warm_up=True)
 
 
 def unload_ipython_extension(ipython: object) -> None:

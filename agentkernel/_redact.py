@@ -222,15 +222,15 @@ class Redactor:
             return REDACTED
         return match.string[match.start() : match.end(keep)] + REDACTED
 
-    def _decided(self, text: str, start: int) -> tuple[str, int]:
+    def _decided(self, text: str, start: int, match: re.Match[str] | None) -> tuple[str, int]:
         """Redact ``text[start:]`` as far as it is decided whatever text follows; return the
         redacted part and where the undecided rest begins. (``text[:start]`` is context for
-        the look-behinds, already released.)"""
+        the look-behinds, already released; `match` is the stream regex's first hit from
+        `start`.)"""
         parts: list[str] = []
         search = self._stream.search
         at = start
         while True:
-            match = search(text, at)
             if match is None:
                 cut = len(text)
                 break
@@ -239,6 +239,7 @@ class Redactor:
                 break
             parts += (text[at : match.start()], self._replacement(match))
             at = match.end()
+            match = search(text, at)
         if not parts:
             return text[start:cut], cut
         parts.append(text[at:cut])
@@ -253,6 +254,9 @@ class Redactor:
             at = match.end()
         parts.append(text[at:])
         return "".join(parts)
+
+
+_NOTHING = ("", "")
 
 
 class StreamRedactor:
@@ -278,10 +282,48 @@ class StreamRedactor:
     def feed(self, key: Hashable, chunk: str) -> str:
         """Take the next piece of stream `key`; return the redacted text that is now decided
         (often all of it, sometimes ""), holding back a possible secret's beginning."""
-        context, held = self._streams.get(key, ("", ""))
+        context, held = self._streams.get(key, _NOTHING)
         text = context + held + chunk
-        released, cut = self.redactor._decided(text, len(context))
+        start = len(context)
+        match = self.redactor._stream.search(text, start)
+        if match is None:  # nothing to replace, nothing to hold back: most pieces
+            self._streams[key] = (text[-1:], "")
+            return text[start:] if held else chunk
+        released, cut = self.redactor._decided(text, start, match)
         self._streams[key] = (text[cut - 1 : cut] if cut else "", text[cut:])
+        return released
+
+    def feed_run(self, key: Hashable, pieces: list[str]) -> list[str]:
+        """`feed` each of `pieces` in turn, returning what each released, with one regex
+        search for the lot unless it holds a secret: text that holds nothing to redact is
+        released as it came (the same string objects), up to the possible beginning of a
+        secret at its end, which is held back as `feed` would."""
+        if not pieces:
+            return []
+        context, held = self._streams.get(key, _NOTHING)
+        text = context + held + "".join(pieces)
+        start = len(context)
+        match = self.redactor._stream.search(text, start)
+        if match is None:
+            cut = len(text)
+        elif match.lastgroup[0] == "o":  # type: ignore[index]  # may still become a secret
+            cut = match.start()
+        else:  # a secret to replace: piece by piece
+            return [self.feed(key, piece) for piece in pieces]
+        self._streams[key] = (text[cut - 1 : cut] if cut else "", text[cut:])
+        released: list[str] = []
+        at = start  # where the text not released yet begins
+        end = start + len(held)
+        for piece in pieces:
+            end += len(piece)
+            if end <= cut:
+                released.append(piece if at == end - len(piece) else text[at:end])
+                at = end
+            elif at < cut:
+                released.append(text[at:cut])
+                at = cut
+            else:
+                released.append("")
         return released
 
     def flush(self, key: Hashable) -> str:

@@ -15,7 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -81,42 +81,71 @@ def call_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
 
 class Handoff(Generic[T]):
     """Items (a session's events) from the runtime thread to a consumer on another loop,
-    with one wake-up per burst: a wake-up per event (thousands a second while text streams)
-    costs more than everything else the session does with the event. The consumer waits on
-    a bare future (no task, no asyncio.wait_for, which on Python < 3.12 can swallow the
-    caller's cancellation, e.g. a kernel interrupt, when the awaited thing completes at
-    once)."""
+    with one wake-up per burst: every wake-up of the consumer's thread costs it a turn at the
+    GIL, which the busy runtime thread gives up only at the interpreter's switch interval
+    (5 ms), so a wake-up per event (thousands a second while text streams) costs more than
+    everything else the session does with the event. A consumer may let items gather
+    (`take`'s ``gather``), woken early only by an urgent one (the end of a turn, a question
+    for the user). It waits on a bare future (no task, no asyncio.wait_for, which on Python
+    < 3.12 can swallow the caller's cancellation, e.g. a kernel interrupt, when the awaited
+    thing completes at once)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._items: collections.deque[T] = collections.deque()
         self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
+        self._urgent_only = False
+        """The waiting consumer lets items gather: only an urgent one wakes it."""
+        self._urgent = False
+        """An urgent item is queued."""
 
-    def put(self, item: T) -> None:
-        with self._lock:
-            self._items.append(item)
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
+    def put_many(self, items: Iterable[T], *, urgent: bool = False) -> None:
+        """Queue `items` in order, with one wake-up of the consumer at most."""
+        # No lock for the items themselves (deque appends are atomic): only a waiting consumer
+        # is woken, under the lock. The consumer sets its waiter *before* it looks for items,
+        # so items appended after that look always see the waiter.
+        self._items.extend(items)
+        if urgent:
+            self._urgent = True
+        if self._waiter is not None and (urgent or not self._urgent_only):
+            with self._lock:
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                self._loop.call_soon_threadsafe(_wake, waiter)
 
-    async def take(self, timeout: float) -> list[T]:
-        """Everything queued; waits up to `timeout` for something (may return nothing)."""
+    async def take(self, timeout: float, *, gather: float = 0.0) -> list[T]:
+        """Everything queued; waits up to `timeout` for something (may return nothing).
+        ``gather``: first wait that long for more to queue up, unless an urgent item is or
+        gets queued."""
+        if gather > 0:
+            await self._wait(gather, urgent_only=True)
+        if not self._items:
+            await self._wait(timeout, urgent_only=False)
+        self._urgent = False  # before taking: an urgent item queued meanwhile is taken too
+        items = self._items
+        taken = []
+        popleft = items.popleft
+        for _ in range(len(items)):
+            taken.append(popleft())
+        return taken
+
+    async def _wait(self, timeout: float, *, urgent_only: bool) -> None:
+        waiter = self._loop.create_future()
         with self._lock:
-            if not self._items:
-                self._waiter = self._loop.create_future()
-            waiter = self._waiter
-        if waiter is not None:
-            timer = self._loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-        with self._lock:
-            self._waiter = None
-            items = list(self._items)
-            self._items.clear()
-        return items
+            self._urgent_only = urgent_only
+            self._waiter = waiter
+        if self._urgent if urgent_only else self._items:  # no need to wait (any more)
+            with self._lock:
+                self._waiter = None
+            return
+        timer = self._loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._waiter = None
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

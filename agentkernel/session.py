@@ -106,11 +106,18 @@ DEFAULT_IDLE_TIMEOUT_S = 600.0
 a kernel with twenty sessions should not keep twenty CLIs of ~200 MB each alive forever."""
 _INTERRUPT_GRACE_S = 5.0
 """How long an interrupted turn may take to end before the agent process is killed."""
-_LINGER_S = 0.002
-_BURST = 64
-"""After a batch of fewer than `_BURST` events, `stream` waits `_LINGER_S` before taking the
-next: a cross-thread wake-up per delta costs more than the delta's own handling, and 2 ms is
-far below what a person (or a 20-per-second view) can tell."""
+_DELTA_LINGER_S = 0.002
+_DELTA_BATCH = 256
+"""Streamed deltas are emitted together, at the latest `_DELTA_LINGER_S` after the first of
+them, when `_DELTA_BATCH` wait, or before any other event: each delta's redaction, stamping,
+storing and cross-thread hand-off (a wake-up of the consumer's loop per delta) costs more one
+by one than the work itself, and 2 ms is far below what a person (or a 20-per-second view)
+can tell. Every delta is still its own event, in order."""
+_GATHER_S = 0.02
+_URGENT = (TurnEnded, PermissionRequest, Question)
+"""`stream` lets events gather for `_GATHER_S` after each batch it yields (each wake-up of
+the caller's loop costs its thread a wait for the GIL), cut short by an `_URGENT` event:
+20 ms is below what a person, or a view that redraws 20 times a second, can tell."""
 _WAKE_INTERVAL_S = 0.2
 """Stream consumers wake at least this often, so a kernel interrupt (a cancel scheduled without
 waking the loop) is heard promptly even while nothing streams."""
@@ -233,7 +240,8 @@ class _Subscription:
 @dataclass
 class _TurnState:
     record: TurnRecord
-    sink: Callable[[Event], None] | None
+    sink: Callable[[list[Event]], None] | None
+    """Gets the turn's events as they are emitted, a batch at a time."""
     can_ask: bool
     mode: PermissionMode | None
     handler: PermissionHandler | None
@@ -260,6 +268,11 @@ class _Core:
         self.redact: Redactor = redactor(config.env)
         self.streams = StreamRedactor(self.redact)
         """Streamed text, redacted as a stream: per (kind, parent_tool_use_id)."""
+        self.delta_key: tuple[str, str | None] | None = None
+        """The stream of the last delta: the next delta of it opens no other stream."""
+        self.pending_deltas: list[TextDelta | ThinkingDelta] = []
+        """Deltas not emitted yet (at most `_DELTA_LINGER_S` old)."""
+        self.delta_timer: asyncio.TimerHandle | None = None
         self.store_warned = False
         self._backend_cls = backend
         self.backend: Backend | None = None
@@ -314,29 +327,70 @@ class _Core:
     # -- the BackendHost side --------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        for clean in self._redact_event(event):
-            self._emit_redacted(clean)
+        if type(event) in _DELTA_KIND:
+            # Deltas wait a moment and go on together: redacted as one run, stamped, stored
+            # and handed to the stream's consumer in one go (see `_DELTA_LINGER_S`).
+            pending = self.pending_deltas
+            pending.append(event)  # type: ignore[arg-type]
+            if len(pending) >= _DELTA_BATCH:
+                self.flush_deltas()
+            elif self.delta_timer is None:
+                self.delta_timer = asyncio.get_running_loop().call_later(
+                    _DELTA_LINGER_S, self.flush_deltas
+                )
+            return
+        self.flush_deltas()  # every event in order: the deltas before it first
+        self._emit_batch(self._redact_event(event))
+
+    def flush_deltas(self) -> None:
+        """Emit the deltas that wait (the timer's, a full batch's, or the next event's
+        call): each run of one stream is redacted in one piece by `StreamRedactor.feed_run`,
+        which passes ordinary text through as it came (the same delta objects) and holds
+        back only the beginning of a possible secret; a delta whose text is all held back is
+        dropped. The streams of a scope are closed only when the stream changes."""
+        if self.delta_timer is not None:
+            self.delta_timer.cancel()
+            self.delta_timer = None
+        pending = self.pending_deltas
+        if not pending:
+            return
+        self.pending_deltas = []
+        out: list[Event] = []
+        start = 0
+        count = len(pending)
+        while start < count:
+            first = pending[start]
+            cls, scope = type(first), first.parent_tool_use_id
+            end = start + 1
+            while (
+                end < count
+                and type(pending[end]) is cls
+                and (pending[end].parent_tool_use_id == scope)
+            ):
+                end += 1
+            kind = _DELTA_KIND[cls]
+            key = (kind, scope)
+            if key != self.delta_key:
+                self.delta_key = key
+                out += self._close_streams(scope, keep=kind)  # text after thinking ends it
+            run = pending[start:end] if start or end < count else pending
+            texts = self.streams.feed_run(key, [delta.text for delta in run])
+            for delta, text in zip(run, texts, strict=True):
+                if text is delta.text:
+                    out.append(delta)
+                elif text:
+                    out.append(cls(text=text, parent_tool_use_id=scope))
+            start = end
+        self._emit_batch(out)
 
     def _redact_event(self, event: Event) -> list[Event]:
-        """`event` redacted, after the rest of any text stream it ends: one redaction per
-        event, here, so nothing downstream (view, store, history, handlers) sees a secret. A
-        delta goes through `self.streams`, which holds back the beginning of a possible
-        secret; a delta whose text is all held back is dropped."""
-        scope = event.parent_tool_use_id
-        kind = _DELTA_KIND.get(type(event))
-        if kind is not None:
-            assert isinstance(event, TextDelta | ThinkingDelta)
-            out = self._close_streams(scope, keep=kind)  # text after thinking ends it
-            text = self.streams.feed((kind, scope), event.text)
-            if text == event.text:
-                out.append(event)
-            elif text:
-                out.append(type(event)(text=text, parent_tool_use_id=scope))
-            return out
+        """`event` (not a delta) redacted, after the rest of any text stream it ends: one
+        redaction per event, here, so nothing downstream (view, store, history, handlers)
+        sees a secret."""
         if isinstance(event, TurnEnded):
             out = self._close_streams(None, every=True)
         elif isinstance(event, _ENDS_BLOCKS):
-            out = self._close_streams(scope)
+            out = self._close_streams(event.parent_tool_use_id)
         else:
             out = []
         changed = self._redacted(event)
@@ -358,30 +412,52 @@ class _Core:
                 out.append(_DELTA_OF_KIND[kind](text=rest, parent_tool_use_id=key_scope))
         return out
 
-    def _emit_redacted(self, event: Event) -> None:
-        self.seq += 1
-        # Stamped in place, not copied: the event is the backend's fresh object, seen by no
-        # one yet, and a copy per delta (thousands a second) costs more than the rest of this.
-        stamp = object.__setattr__
-        stamp(event, "session_id", self.session_id)
-        stamp(event, "turn", self.current.record.number if self.current else 0)
-        stamp(event, "seq", self.seq)
-        if isinstance(event, SessionStarted):
-            self._started(event)
-        elif event.parent_tool_use_id and event.parent_tool_use_id not in self.children:
-            self._child(event.parent_tool_use_id)
-        self._track(event)
-        self.persist(lambda s: s.append(event))
+    def _emit_batch(self, events: list[Event]) -> None:
+        """Stamp redacted events and hand them on: turn record, store, the stream's consumer,
+        subscribers. Stamped in place, not copied: each is the backend's fresh object, seen by
+        no one yet, and a copy per delta (thousands a second) costs more than the rest."""
+        if not events:
+            return
+        stamp = object.__setattr__  # frozen for everyone else (no `__dict__`: on Python 3.11+
+        # reading it turns the instance's inline attributes into a dict, per event)
+        session_id = self.session_id
         current = self.current
+        turn = current.record.number if current else 0
+        seq = self.seq
+        for event in events:
+            seq += 1
+            stamp(event, "session_id", session_id)
+            stamp(event, "turn", turn)
+            stamp(event, "seq", seq)
+            if type(event) not in _DELTA_KIND:  # a delta has no state to track
+                self.seq = seq
+                if isinstance(event, SessionStarted):
+                    self._started(event)
+                self._track(event)
+            parent = event.parent_tool_use_id
+            if parent and parent not in self.children:
+                self._child(parent)
+        self.seq = seq
+        store = self.store
+        if store is not None:
+            try:
+                store.extend(events)
+            except Exception as exc:
+                self._store_failed(store, exc)
+            else:
+                if self.store_warned and store.healthy:
+                    self.store_warned = False
         if current is not None:
-            current.record.events.append(event)
-            if isinstance(event, TurnEnded):
+            current.record.events += events
+            if isinstance(events[-1], TurnEnded):
                 current.ended = True
             if current.sink is not None:
-                current.sink(event)
-        for sub in list(self.subscriptions):
-            if sub.kind in ("*", event.type):
-                _dispatch(sub, event)
+                current.sink(events)
+        if self.subscriptions:
+            for event in events:
+                for sub in list(self.subscriptions):
+                    if sub.kind in ("*", event.type):
+                        _dispatch(sub, event)
 
     def workspace(self) -> Path:
         """The session's own directory, beside its store (created on first use)."""
@@ -458,18 +534,22 @@ class _Core:
             return
         try:
             write(store)
-        except StoreWriteError as exc:
-            if not self.store_warned:
-                self.store_warned = True
-                warnings.warn(StoreWarning(str(exc)), stacklevel=2)
         except Exception as exc:
-            warnings.warn(
-                StoreWarning(f"the session store {store.path} refused a write: {exc}"),
-                stacklevel=2,
-            )
+            self._store_failed(store, exc)
         else:
             if self.store_warned and store.healthy:
                 self.store_warned = False
+
+    def _store_failed(self, store: Store, exc: Exception) -> None:
+        if isinstance(exc, StoreWriteError):
+            if not self.store_warned:
+                self.store_warned = True
+                warnings.warn(StoreWarning(str(exc)), stacklevel=3)
+        else:
+            warnings.warn(
+                StoreWarning(f"the session store {store.path} refused a write: {exc}"),
+                stacklevel=3,
+            )
 
     async def decide(self, request: PermissionRequest | Question) -> Decision:
         current = self.current
@@ -657,6 +737,7 @@ class _Core:
                     f"Session.resume({self.backend_session_id!r})"
                 )
             )
+        self.flush_deltas()  # late deltas of the turn before belong to it
         record = turn.record
         self.turns_started += 1
         record.number = self.turns_started
@@ -719,6 +800,7 @@ class _Core:
                     await self.backend.run_turn(prompt)
                 return
             except ConnectionError:
+                self.flush_deltas()
                 nothing_arrived = len(turn.record.events) == delivered
                 if attempt == 2 or not nothing_arrived or turn.ended:
                     raise
@@ -1225,19 +1307,25 @@ class Session:
         cancellation, a kernel interrupt) interrupts the turn.
         """
         handoff: _runtime.Handoff[Event] = _runtime.Handoff(asyncio.get_running_loop())
+
+        def sink(events: list[Event]) -> None:
+            handoff.put_many(events, urgent=isinstance(events[-1], _URGENT))
+
         turn = self._new_turn(
             prompt,
             images,
-            handoff.put,
+            sink,
             can_ask,
             permission_mode,
             permission_handler,
         )
         running = _runtime.submit(self._core.run_turn(turn[0], turn[1]))
         finished = False
+        gather = 0.0
         try:
             while not finished:
-                batch = await handoff.take(_WAKE_INTERVAL_S)
+                batch = await handoff.take(_WAKE_INTERVAL_S, gather=gather)
+                gather = _GATHER_S
                 if not batch:
                     if running.done():
                         running.result()  # raises what the turn raised (e.g. a refusal)
@@ -1248,9 +1336,6 @@ class Session:
                     if isinstance(event, TurnEnded):
                         finished = True
                         break
-                if not finished and len(batch) < _BURST:
-                    # Let a stream of deltas gather: one wake-up per few ms, not per delta.
-                    await asyncio.sleep(_LINGER_S)
             await asyncio.wrap_future(running)
         finally:
             if not finished and not running.done():
@@ -1339,7 +1424,7 @@ class Session:
         self,
         prompt: str,
         images: Sequence[str | Path | bytes | Image],
-        sink: Callable[[Event], None] | None,
+        sink: Callable[[list[Event]], None] | None,
         can_ask: bool,
         mode: PermissionMode | None,
         handler: PermissionHandler | None,

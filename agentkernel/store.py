@@ -14,11 +14,15 @@ answers "database is locked" at once while another process is creating the file)
 retries within the busy timeout: kernels started together all open the file.
 
 Writes are kept cheap by batching: `Store.append` only queues the event; a flusher thread
-writes the queue in one transaction when it holds `batch_size` events (200) or its oldest event
-is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that last
-stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
-themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 200 = 50 commits plus one
-per 0.1 s it streamed (a few in practice), not 10,000. ``synchronous=NORMAL``: a commit survives
+writes the queue in one transaction when it holds `batch_size` events (1,000) or its oldest
+event is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that
+last stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
+themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 1,000 = 10 commits plus
+one per 0.1 s it streamed, not 10,000; and the flusher thread wakes as rarely (each wake-up
+takes the GIL from the thread streaming the deltas). Within a batch, a run of consecutive
+deltas of one stream is one row (every delta's seq, timestamp and text inside it; `events`
+returns them one by one again), so the rows a turn costs do not grow with its deltas either.
+``synchronous=NORMAL``: a commit survives
 the process dying at any moment; only a power cut can lose the last commits.
 
 When the file cannot be written (locked past the timeout, disk full, I/O error), nothing is
@@ -44,7 +48,9 @@ to the next, and opening a store applies the missing ones.
 
 from __future__ import annotations
 
+import array
 import atexit
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -71,7 +77,7 @@ from typing import Any, Literal, get_args
 
 from ._redact import Redactor, redactor
 from .errors import AgentKernelError
-from .events import Event, Other, Usage, event_from_dict
+from .events import Event, Other, TextDelta, ThinkingDelta, Usage, event_from_dict
 
 __all__ = [
     "MIGRATIONS",
@@ -302,7 +308,7 @@ class Store:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
-        batch_size: int = 200,
+        batch_size: int = 1000,
         flush_interval: float = 0.1,
         busy_timeout: float = 30.0,
     ) -> None:
@@ -523,15 +529,22 @@ class Store:
 
         Never waits for the disk or for another process's write lock: the flusher thread
         writes, so the session's event loop is not held up by a busy store."""
-        if not event.session_id:
-            raise ValueError(f"cannot store an event without a session id: {event!r}")
+        self.extend((event,))
+
+    def extend(self, events: Sequence[Event]) -> None:
+        """`append` each of `events`, in order, at the cost of one."""
+        for event in events:
+            if not event.session_id:
+                raise ValueError(f"cannot store an event without a session id: {event!r}")
         if self._closed:
             raise ValueError(f"{self!r} is closed")
-        self._queue.append(event)
-        size = len(self._queue)
-        if size == 1 or size % self.batch_size == 0:
+        queue = self._queue
+        before = len(queue)
+        queue.extend(events)
+        size = len(queue)
+        if before == 0 or size // self.batch_size > before // self.batch_size:
             with self._wake:
-                if size == 1:
+                if before == 0:
                     self._oldest = time.monotonic()
                 self._wake.notify()
 
@@ -656,7 +669,7 @@ class Store:
             params += (turn,)
         with self._db:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
-        return [_event(row) for row in rows]
+        return _rows_to_events(rows)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -726,7 +739,9 @@ class Store:
         with _transaction(self._conn) as conn:  # (events encoded before taking the lock)
             for run in runs:
                 if not isinstance(run, _Write):
-                    conn.execute(_INSERT_EVENTS, (run,))
+                    for start in range(0, len(run), _ROWS_PER_STATEMENT):
+                        rows = run[start : start + _ROWS_PER_STATEMENT]
+                        conn.execute(_insert_events(len(rows)), [v for row in rows for v in row])
                 elif (error := _apply(conn, run)) is not None and run is write:
                     wrong = error
                 elif error is not None:
@@ -1033,38 +1048,142 @@ def _stored_turn(row: sqlite3.Row) -> StoredTurn:
     )
 
 
-_INSERT_EVENTS = """INSERT INTO events (session_id, turn, seq, type, timestamp, data)
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
-    FROM json_each(?)"""
-"""A run of events in one statement, as one JSON array of rows.
-
-Why not `executemany`: it releases and retakes the GIL around every row, and each retake
-waits up to the interpreter's switch interval (5 ms) while another thread runs Python code,
-such as the session loop streaming deltas; a batch of 1,000 rows then took seconds. One
-statement is a handful of GIL round trips whatever the batch size, and no slower.
-
-The JSON is ASCII (``\\uXXXX`` escapes), and SQLite keeps the escapes of the payload object
-as written: text that UTF-8 cannot hold (a lone surrogate) and NUL survive the round trip."""
+_ROWS_PER_STATEMENT = 150
+"""Rows of events per INSERT statement: 6 parameters each, within the 999 of SQLite < 3.32."""
 
 
-def _encode(events: list[Event]) -> str:
-    """The events as the JSON array `_INSERT_EVENTS` takes."""
-    rows = [
-        [
-            event.session_id,
-            event.turn,
-            event.seq,
-            event.type,
-            event.timestamp,
-            {name: getattr(event, name) for name in _payload_fields(type(event))},
-        ]
-        for event in events
+@functools.lru_cache(maxsize=64)
+def _insert_events(rows: int) -> str:
+    """An INSERT of `rows` events in one statement.
+
+    Why not `executemany`: it releases and retakes the GIL around every row, and each retake
+    waits up to the interpreter's switch interval (5 ms) while another thread runs Python code,
+    such as the session loop streaming deltas; a batch of 1,000 rows then took seconds. One
+    statement is a handful of GIL round trips whatever the batch size. The payload is bound
+    as JSON text, ASCII (``\\uXXXX`` escapes), which SQLite stores as it is: text that UTF-8
+    cannot hold (a lone surrogate) and NUL survive the round trip, and SQLite parses none of
+    it on the way in."""
+    values = ",".join(["(?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO events (session_id, turn, seq, type, timestamp, data) VALUES {values}"
+
+
+def _encode(events: list[Event]) -> list[list[Any]]:
+    """The events as rows for `_insert_events`, payloads as JSON text: one row per event, but
+    one per
+    *run* of deltas (consecutive `TextDelta` or `ThinkingDelta` of one stream: session, turn
+    and scope), which `_rows_to_events` expands again. A 200 KB reply streams 12,500 deltas;
+    a row each cost more than the rest of the session's work per delta, a row per run costs
+    next to nothing, and every delta keeps its own seq, timestamp and text."""
+    rows: list[list[Any]] = []
+    run: list[TextDelta | ThinkingDelta] = []
+    for event in events:
+        if run:
+            first = run[0]
+            if (
+                type(event) is type(first)
+                and event.session_id == first.session_id
+                and event.turn == first.turn
+                and event.parent_tool_use_id == first.parent_tool_use_id
+            ):
+                run.append(event)  # type: ignore[arg-type]
+                continue
+            rows.append(_run_row(run))
+            run = []
+        if type(event) in _RUN_TYPES:
+            run.append(event)  # type: ignore[arg-type]
+        else:
+            rows.append(_row(event))
+    if run:
+        rows.append(_run_row(run))
+    for row in rows:
+        try:
+            row[5] = _ENCODER.encode(row[5])
+        except ValueError:  # NaN or infinity, which JSON cannot hold: kept as text
+            row[5] = _ENCODER.encode(_finite(row[5]))
+    return rows
+
+
+def _row(event: Event) -> list[Any]:
+    return [
+        event.session_id,
+        event.turn,
+        event.seq,
+        event.type,
+        event.timestamp,
+        {name: getattr(event, name) for name in _payload_fields(type(event))},
     ]
-    try:
-        return _ENCODER.encode(rows)
-    except ValueError:  # NaN or infinity somewhere, which JSON cannot hold: keep them as text
-        return _ENCODER.encode(_finite(rows))
+
+
+def _run_row(run: list[TextDelta | ThinkingDelta]) -> list[Any]:
+    """One row for a run of deltas (a lone delta is an ordinary row). Its seq column is the
+    first delta's, its timestamp the last's (crash recovery dates a turn's end by it)."""
+    first = run[0]
+    if len(run) == 1:
+        return _row(first)
+    return [
+        first.session_id,
+        first.turn,
+        first.seq,
+        _RUN_TYPES[type(first)],
+        run[-1].timestamp,
+        {
+            "parent_tool_use_id": first.parent_tool_use_id,
+            "text": [delta.text for delta in run],
+            "seq": [delta.seq for delta in run],
+            "timestamp": _pack_floats([delta.timestamp for delta in run]),
+        },
+    ]
+
+
+def _pack_floats(values: list[float]) -> str:
+    """Floats, exactly, as base64 of little-endian doubles: JSON's decimal form of a
+    timestamp costs more to write than the rest of a delta's row."""
+    packed = array.array("d", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack_floats(text: str) -> list[float]:
+    packed = array.array("d", base64.b64decode(text))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tolist()
+
+
+_RUN_TYPES: dict[type[Event], str] = {
+    TextDelta: "text_delta_run",
+    ThinkingDelta: "thinking_delta_run",
+}
+"""Row types of packed delta runs (an older agentkernel reads such a row as one `Other`)."""
+_RUN_CLASSES = {name: cls for cls, name in _RUN_TYPES.items()}
+
+
+def _rows_to_events(rows: list[tuple[Any, ...]]) -> list[Event]:
+    """Events from stored rows, a packed run expanded to its deltas."""
+    events: list[Event] = []
+    for row in rows:
+        cls = _RUN_CLASSES.get(row[3])
+        if cls is None:
+            events.append(_event(row))
+            continue
+        session_id, turn = row[0], row[1]
+        payload = json.loads(row[5])
+        parent = payload["parent_tool_use_id"]
+        events += (
+            cls(
+                session_id=session_id,
+                turn=turn,
+                seq=seq,
+                timestamp=timestamp,
+                parent_tool_use_id=parent,
+                text=text,
+            )
+            for text, seq, timestamp in zip(
+                payload["text"], payload["seq"], _unpack_floats(payload["timestamp"]), strict=True
+            )
+        )
+    return events
 
 
 def _finite(value: Any) -> Any:

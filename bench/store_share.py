@@ -9,7 +9,7 @@ does not compete with this one for the GIL), each on its own CLI process with a 
 CLAUDE_CONFIG_DIR and cwd, CLAUDE_CODE_MAX_RETRIES=0:
 
 - store: ``Session(store=Store(<temporary file>))``: every event is buffered and written by the
-  store's flusher thread (batches of 200, or every 0.1 s), the turn's row at its start, and its
+  store's flusher thread (batches of 1,000, or every 0.1 s), the turn's row at its start, and its
   end (with whatever is still buffered) before the turn returns;
 - none:  ``Session(store=False)``: the same session kept in memory only.
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from jupyter_client.manager import start_new_kernel
 
 from agentkernel import Event, PermissionRequest, Session, TextDelta
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
-from .conftest import wait_until_gone
+from .conftest import agent_processes, wait_until_gone
+from .kernel_client import KernelDriver
 
 MakeSession = Callable[..., Session]
 
@@ -82,3 +87,62 @@ async def test_an_interrupt_of_a_resuming_turn_lands(
         if isinstance(event, TextDelta) and len(events) < 50:
             await session.interrupt()
     assert events[-1].stop_reason == "interrupted"
+
+
+# -- the warm start: %load_ext starts the agent before the first cell -----------------------
+
+
+def _until_agents(timeout: float = 60.0) -> set[int]:
+    """The agent processes once some run and none has started for a second (the supervisor
+    starts the CLI a moment after itself)."""
+    deadline = time.monotonic() + timeout
+    pids: set[int] = set()
+    stable_since = time.monotonic()
+    while not pids or time.monotonic() - stable_since < 1.0:
+        assert time.monotonic() < deadline, "%load_ext started no agent in the background"
+        time.sleep(0.1)
+        now = {p.pid for p in agent_processes()}
+        if now != pids:
+            pids, stable_since = now, time.monotonic()
+    return pids
+
+
+def test_load_ext_starts_the_agent_and_the_first_plain_cell_takes_it(
+    server: ScriptedModelServer, agent_env: dict[str, str], workspace: Path
+) -> None:
+    server.add(Reply(match="say hi", blocks=[text("Hi there.")]))
+    km, kc = start_new_kernel(
+        kernel_name="python3", env={**os.environ, **agent_env}, cwd=str(workspace)
+    )
+    driver = KernelDriver(kc)
+    try:
+        assert driver.run("%load_ext agentkernel").status == "ok"
+        warm = _until_agents()  # no cell has asked for it yet
+        assert "No sessions yet" in driver.run("%agent list").stdout
+        cell = driver.run("%%agent\nsay hi")
+        assert cell.status == "ok" and "Hi there." in "".join(cell.outputs())
+        assert {p.pid for p in agent_processes()} == warm, "the cell started an agent of its own"
+        assert "default" in driver.run("%agent list").stdout
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def test_a_first_cell_for_another_session_ends_the_warm_agent(
+    server: ScriptedModelServer, agent_env: dict[str, str], workspace: Path
+) -> None:
+    server.add(Reply(match="say hi", blocks=[text("Hi there.")]))
+    km, kc = start_new_kernel(
+        kernel_name="python3", env={**os.environ, **agent_env}, cwd=str(workspace)
+    )
+    driver = KernelDriver(kc)
+    try:
+        assert driver.run("%load_ext agentkernel").status == "ok"
+        warm = _until_agents()
+        cell = driver.run("%%agent --session other\nsay hi")
+        assert cell.status == "ok" and "Hi there." in "".join(cell.outputs())
+        assert wait_until_gone(list(warm)) == [], "the unused warm agent was left running"
+        assert {p.pid for p in agent_processes()}, "the cell's own session has no agent"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)

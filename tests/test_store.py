@@ -31,6 +31,7 @@ from agentkernel.events import (
     Other,
     Text,
     TextDelta,
+    ThinkingDelta,
     ToolCall,
     ToolResult,
     TurnEnded,
@@ -89,13 +90,18 @@ def count_rows(path: Path, sql: str, params: Sequence[object] = ()) -> int:
         return int(conn.execute(sql, params).fetchone()[0])
 
 
+STORED_EVENTS = """SELECT coalesce(sum(CASE WHEN type GLOB '*_delta_run'
+    THEN json_array_length(data, '$.seq') ELSE 1 END), 0) FROM events"""
+"""Events in the file as another process sees them: a packed run of deltas counts each."""
+
+
 # -- batching --------------------------------------------------------------------------------
 
 
 def test_ten_thousand_deltas_take_a_few_commits(store: Store) -> None:
     """Size-triggered flushes only (age flushing pushed out of reach): each commit carries at
-    least `batch_size` events, so 10,000 deltas are at most 10,000 / 200 commits, plus the one
-    `end_turn` commit."""
+    least `batch_size` events, so 10,000 deltas are at most 10,000 / `batch_size` commits, plus
+    the one `end_turn` commit."""
     store.flush_interval = 3600.0
     session = new_session(store)
     store.start_turn(session.id, 1, "stream a lot")
@@ -128,13 +134,57 @@ def test_default_policy_commit_bound(store: Store) -> None:
     assert len(store.events(session.id)) == 10_000
 
 
+def test_runs_of_deltas_are_one_row_and_read_back_delta_by_delta(store: Store, path: Path) -> None:
+    """Consecutive deltas of one stream share a row; a delta of another kind, scope, session
+    or turn, or any other event, starts a new one. Reading gives back every event exactly:
+    type, seq, timestamp, scope and text (odd characters too)."""
+    first, second = new_session(store), new_session(store)
+    store.flush_interval = 3600.0  # one batch, written by the reads below
+    odd = "\udcff\x00\U0001f600"
+    made: list[Event] = []
+    seq = 0
+
+    def add(cls: type[Event], session: SessionRecord = first, **fields: object) -> None:
+        nonlocal seq
+        seq += 1
+        fields.setdefault("turn", 1)
+        made.append(cls(session_id=session.id, seq=seq, timestamp=1000.0 + seq / 7, **fields))
+        store.append(made[-1])
+
+    for text in ("a", "b", odd, "c"):  # one run
+        add(TextDelta, text=text)
+    for text in ("t1", "t2"):  # thinking: a run of its own
+        add(ThinkingDelta, text=text)
+    add(TextDelta, text="sub", parent_tool_use_id="tool-1")  # another scope: a lone delta
+    add(TextDelta, text="again")
+    add(TextDelta, second, text="other session")  # another session: not in the run
+    add(TextDelta, text="more")
+    add(TextDelta, text="next turn", turn=2)  # another turn
+    add(Text, text="abc")  # not a delta: its own row, and it ends the run
+    add(TextDelta, text="x")
+    add(TextDelta, text="y")
+
+    got = store.events(first.id) + store.events(second.id)
+    want = [e for e in made if e.session_id == first.id] + [
+        e for e in made if e.session_id == second.id
+    ]
+    assert got == want
+    assert [type(e) for e in got] == [type(e) for e in want]
+    assert [e.seq for e in store.events(first.id, turn=1)] == [
+        e.seq for e in want if e.session_id == first.id and e.turn == 1
+    ]
+    # 4 + 2 + 1 + 1 (again) + 1 (other session) + 1 (more) + 1 (turn 2) + 1 (Text) + 2 -> 9 rows
+    assert count_rows(path, "SELECT count(*) FROM events") == 9
+    assert count_rows(path, STORED_EVENTS) == len(made)
+
+
 def test_events_are_flushed_by_age_without_end_turn(store: Store, path: Path) -> None:
     session = new_session(store)
     store.start_turn(session.id, 1, "slow")
     for i in range(1, 6):
         store.append(TextDelta(session_id=session.id, turn=1, seq=i, text="."))
     deadline = time.monotonic() + 5
-    while count_rows(path, "SELECT count(*) FROM events") < 5:
+    while count_rows(path, STORED_EVENTS) < 5:
         assert time.monotonic() < deadline, "the flusher thread never wrote the events"
         time.sleep(0.02)
     assert store.commits >= 1
@@ -185,7 +235,7 @@ def test_kill_9_mid_turn_keeps_flushed_events_and_marks_the_turn_interrupted(
 ) -> None:
     child = run_child(APPEND_FOREVER, str(path))
     try:
-        # Batches of 200 would take 0.4 s to fill; seeing rows early proves age flushing.
+        # Batches of 1,000 would take 2 s to fill; seeing rows early proves age flushing.
         deadline = time.monotonic() + 60
         known = 0
         while known < 50:
@@ -196,7 +246,7 @@ def test_kill_9_mid_turn_keeps_flushed_events_and_marks_the_turn_interrupted(
                 with sqlite3.connect(path, timeout=30) as conn:
                     tables = conn.execute("SELECT name FROM sqlite_master").fetchall()
                     if ("events",) in tables:
-                        known = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+                        known = conn.execute(STORED_EVENTS).fetchone()[0]
 
         # A live writer's turn is left running by another process opening the store.
         with Store(path) as observer:
@@ -854,3 +904,18 @@ def test_export_is_redacted(store: Store, tmp_path: Path, monkeypatch: pytest.Mo
     for text in (markdown, target.read_text()):
         assert FAKE_ENV_TOKEN not in text and FAKE_ANTHROPIC_KEY not in text
         assert "[REDACTED]" in text
+
+
+def test_extend_queues_in_order_and_refuses_a_batch_with_an_unstamped_event(store: Store) -> None:
+    """`Store.extend` (the session's batches of deltas) is `append` of each, in order; a batch
+    holding an event without a session id is refused whole, none of it queued."""
+    session = new_session(store)
+    batch = [TextDelta(session_id=session.id, turn=1, seq=n, text=f"{n}") for n in range(1, 4)]
+    store.extend(batch)
+    whole = Text(session_id=session.id, turn=1, seq=4, text="123")
+    store.append(whole)
+    with pytest.raises(ValueError, match="without a session id"):
+        store.extend(
+            [TextDelta(session_id=session.id, turn=1, seq=5, text="x"), TextDelta(text="y")]
+        )
+    assert store.events(session.id) == [*batch, whole]

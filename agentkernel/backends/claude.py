@@ -449,9 +449,10 @@ class ClaudeBackend:
             return 1
         if kind == "content_block_delta":
             delta = event.get("delta", {})
-            if delta.get("type") == "text_delta":
+            delta_kind = delta.get("type")
+            if delta_kind == "text_delta":
                 self._host.emit(TextDelta(text=delta.get("text", ""), parent_tool_use_id=parent))
-            elif delta.get("type") == "thinking_delta":
+            elif delta_kind == "thinking_delta":
                 thought = delta.get("thinking", "")
                 self._host.emit(ThinkingDelta(text=thought, parent_tool_use_id=parent))
         return 0

@@ -10,7 +10,10 @@ compiles it; IPython then runs it with top-level await. Calling the cell magic d
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import contextvars
+import logging
 import math
 import os
 import re
@@ -27,13 +30,13 @@ from IPython.core.magic_arguments import (
     magic_arguments,
     parse_argstring,
 )
-from traitlets import Dict, Enum, Unicode
+from traitlets import Dict, Enum, Float, Unicode
 
 from .. import _runtime, export, replay
-from ..backends import DEFAULT_BACKEND, available_backends
+from ..backends import DEFAULT_BACKEND, available_backends, load_backend
 from ..errors import AgentKernelError
 from ..permissions import PERMISSION_MODES, validate_mode
-from ..session import Session, TurnRecord, shared_store
+from ..session import DEFAULT_IDLE_TIMEOUT_S, Session, TurnRecord, shared_store
 from ..store import Store, StoreError
 from . import _clients, context, continuity
 from . import tools as kernel_tools
@@ -46,6 +49,8 @@ from .turn import (
     run_cell_turn,
     widget_probe,
 )
+
+log = logging.getLogger("agentkernel")
 
 HANDLE = "__agentkernel__"
 """Name under which the magics object sits in the user namespace (hidden from %who)."""
@@ -86,6 +91,12 @@ class AgentMagics(Magics):
     session_options = Dict(
         help="Extra Session options for new sessions (cwd, env, max_budget_usd...)."
     ).tag(config=True)
+    idle_timeout = Float(
+        DEFAULT_IDLE_TIMEOUT_S,
+        allow_none=True,
+        help="Seconds an idle session keeps its agent process before parking it (the next "
+        "turn resumes the conversation in a new one); None: never park.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -93,6 +104,10 @@ class AgentMagics(Magics):
         self._subcommands = _subcommand_parser()
         self.replay_policy: replay.Policy | None = None
         """This notebook's replay setting (`%agent replay`); None: the front end's default."""
+        self._warm: Session | None = None
+        """The session `warm_up` started, until the first ``%%agent`` cell takes it."""
+        self._warming: asyncio.Future[None] | None = None
+        """Done once `warm_up` has made its session (or decided not to)."""
 
     def session_defaults(self) -> dict[str, Any]:
         return {
@@ -100,6 +115,7 @@ class AgentMagics(Magics):
             "model": self.default_model,
             "permission_mode": self.default_permission_mode,
             "notebook_path": continuity.notebook_path(self.shell),
+            "idle_timeout": self.idle_timeout,
             **self.session_options,
         }
 
@@ -195,6 +211,10 @@ class AgentMagics(Magics):
         """The body of a ``%%agent`` cell, awaited by the rewritten cell."""
         args = self._cell_args(line)
         prompt = self._prompt(body, args)
+        if self._warming is not None:  # the warm-up's session may be moments away: take it
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._warming)
+            self._warming = None
         session = self._session_for(args)
         forced = frontend or self.frontend
         detected = detect_frontend(self.shell, forced)
@@ -290,15 +310,22 @@ class AgentMagics(Magics):
         exists = name in self.sessions and not self.sessions.get(name).is_finished
         if not exists and not args.new and not args.backend:
             exists = self._continue_stored(name) is not None
+        warm, self._warm = self._warm, None
         if args.new or not exists:
             self.sessions.defaults = self.session_defaults()
-            session = self.sessions.create(
-                name,
-                backend=args.backend,
-                model=args.model,
-                max_budget_usd=args.max_budget,
-                backend_options=self._agent_options(args),
-            )
+            fits = warm is not None and name == warm.name and not args.max_budget
+            fits = fits and args.backend in (None, warm.backend_name) and not args.model
+            if fits and not args.agent:
+                session = self.sessions.add(name, warm)  # type: ignore[arg-type]
+                warm = None
+            else:
+                session = self.sessions.create(
+                    name,
+                    backend=args.backend,
+                    model=args.model,
+                    max_budget_usd=args.max_budget,
+                    backend_options=self._agent_options(args),
+                )
         else:
             session = self.sessions.get(name)
             if args.backend and args.backend != session.backend_name:
@@ -317,6 +344,8 @@ class AgentMagics(Magics):
                 session.sync.set_model(args.model)
             if args.max_budget is not None:
                 session.max_budget_usd = args.max_budget
+        if warm is not None:  # started for a cell that turned out to want another session
+            _runtime.submit(warm.close())
         self.sessions.current = name
         return session
 
@@ -331,6 +360,48 @@ class AgentMagics(Magics):
             )
         configured = self.session_defaults().get("backend_options") or {}
         return {**configured, "agent": args.agent}
+
+    def warm_up(self) -> None:
+        """Start what the first plain ``%%agent`` cell needs while the user writes it: the
+        backend's SDK is imported (seconds) on the runtime thread, then the default session
+        is created and its agent connected, unless this notebook has a stored session that
+        cell will continue (`continuity`). Best effort: a failure here is the cell's to show."""
+        imported = _runtime.submit(_import_backend(self.default_backend))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to create the session on later: the import alone
+            return
+
+        made: asyncio.Future[None] = loop.create_future()
+        self._warming = made
+
+        async def start() -> None:
+            try:
+                await asyncio.wrap_future(imported)
+                name = self.sessions.current
+                store = shared_store()
+                origin = continuity.Origin.of(self.shell)
+                if name in self.sessions or self._warm is not None:
+                    return
+                if store is not None and continuity.find(store, origin, name=name) is not None:
+                    return
+                self._warm = warm = Session(name=name, **self.session_defaults())
+            finally:
+                if not made.done():
+                    made.set_result(None)
+            await warm.connect()
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.info("agentkernel: the warm-up did not start the agent: %s", task.exception())
+
+        # In a context of its own, not the ``%load_ext`` cell's: the agent's tasks, started by
+        # the connect, would otherwise carry that cell's context (ipykernel's parent header)
+        # into later cells' turns (seen: a widget cell's approved tool call never finished).
+        task = contextvars.Context().run(loop.create_task, start())
+        task.add_done_callback(done)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     def _prompt(self, body: str, args: Any) -> str:
         namespace = self.shell.user_ns
@@ -877,7 +948,16 @@ def agent_cell_transformer(lines: list[str]) -> list[str]:
 agent_cell_transformer.has_side_effects = True  # type: ignore[attr-defined]
 
 
-def load(shell: Any) -> AgentMagics:
+async def _import_backend(name: str) -> None:
+    load_backend(name)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def load(shell: Any, *, warm_up: bool = False) -> AgentMagics:
+    """Register the magics; ``warm_up``: start the default session's agent in the background
+    (`AgentMagics.warm_up`), as ``%load_ext agentkernel`` does."""
     _clients.install(getattr(shell, "kernel", None))
     kernel_tools.install(shell)  # the built-in notebook tools, for every session in the kernel
     magics = AgentMagics(shell)
@@ -887,6 +967,8 @@ def load(shell: Any) -> AgentMagics:
     if agent_cell_transformer not in shell.input_transformers_cleanup:
         # First, before IPython's prompt strippers: a prompt keeps its ">>> " lines as typed.
         shell.input_transformers_cleanup.insert(0, agent_cell_transformer)
+    if warm_up:
+        magics.warm_up()
     return magics
 
 
@@ -897,3 +979,5 @@ def unload(shell: Any) -> None:
     shell.user_ns_hidden.pop(HANDLE, None)
     if isinstance(magics, AgentMagics):
         _runtime.call_sync(magics.sessions.close_all())
+        if magics._warm is not None:
+            _runtime.call_sync(magics._warm.close())

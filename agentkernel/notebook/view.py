@@ -66,6 +66,8 @@ STATUS_INTERVAL_S = 1.0
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CLOSE_DELAY_S = 1.0
 """How long a finished turn's widgets outlive its static output on a page that shows them."""
+_HELD = (TextDelta, ThinkingDelta)
+"""Deltas `TurnView.handle` holds and takes in joined, at the next flush."""
 
 
 class TurnView:
@@ -131,6 +133,9 @@ class TurnView:
         self._layout_changed = False
         self._closing: list[tuple[float, widgets.Widget]] = []
         self._live_text = ""  # the live output's text/plain, as last sent
+        self._held: list[str] = []  # streamed text not taken in yet (see `handle`)
+        self._held_kind: type[TextDelta | ThinkingDelta] | None = None
+        self._streamed = False  # a delta came (the first is sent without waiting)
         self._title_skipped = False
 
     # ------------------------------------------------------------------ public
@@ -170,26 +175,51 @@ class TurnView:
             return any(getattr(w, "model_id", None) == comm_id for w in _tree(self._box))
 
     def handle(self, event: Event) -> None:
-        """Take one event. Cheap: records the change; sends only when an interval has passed."""
+        """Take one event. Cheap: records the change; sends only when an interval has passed.
+        A streamed delta of the agent's own text or thinking costs a string append: it joins
+        the text held since the last flush, which takes it in as one piece."""
+        kind = type(event)
+        if kind in _HELD and event.parent_tool_use_id is None and not self.headless:
+            with self._lock:
+                if self._finished is not None:
+                    return
+                if kind is not self._held_kind:
+                    self._take_held()
+                    self._held_kind = kind
+                self._held.append(event.text)  # type: ignore[attr-defined]
+                if not self._streamed:  # the turn's first text shows at once
+                    self._streamed = True
+                    self.flush(force=True)
+                elif time.monotonic() - self._last_flush >= self.interval:
+                    self.flush()
+            return
         with self._lock:
             if self._finished is not None:
                 return
-            chunk = self._printer.feed(event)
-            block = self._transcript.add(event)
-            if self.headless:
-                if chunk and not self._in_kernel:
-                    sys.stdout.write(chunk)
-                    self._printed = True
-                self.flush()
-                return
-            if self.text_mode and chunk:
-                self._print(chunk)
-            if not self._widget_shown:
-                self.flush()
-            elif self._record(event, block):
-                self.flush(force=True)  # a question for the user goes out at once
-            else:
-                self.flush()
+            self._take_held()
+            asks = self._take(event)
+            self.flush(force=asks)  # a question for the user goes out at once
+
+    def _take_held(self) -> None:
+        """Take in the deltas held since the last flush, joined: one delta of the same text."""
+        if self._held:
+            assert self._held_kind is not None
+            text = "".join(self._held)
+            self._held.clear()
+            self._take(self._held_kind(text=text))
+
+    def _take(self, event: Event) -> bool:
+        """Record what `event` changes; returns whether it asks the user something."""
+        chunk = self._printer.feed(event)
+        block = self._transcript.add(event)
+        if self.headless:
+            if chunk and not self._in_kernel:
+                sys.stdout.write(chunk)
+                self._printed = True
+            return False
+        if self.text_mode and chunk:
+            self._print(chunk)
+        return self._widget_shown and self._record(event, block)
 
     def flush(self, *, force: bool = False) -> None:
         """Send what changed since the last flush, unless one happened less than ``interval``
@@ -198,6 +228,7 @@ class TurnView:
             now = time.monotonic()
             if self._finished is not None:
                 return
+            self._take_held()
             if self._unseen_for(self.probe, now):
                 self._enter_text_mode()
             if not force and now - self._last_flush < self.interval:
@@ -254,6 +285,7 @@ class TurnView:
         with self._lock:
             if self._finished is not None:
                 return self._finished
+            self._take_held()
             if self.probe is not None and not (self.rendered or self.text_mode):
                 self._enter_text_mode()  # ended before any view could say it is there
             if interrupted and self._transcript.ended is None:
