@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from jupyter_client.manager import start_new_kernel
 
 from agentkernel import Event, PermissionRequest, Session, TextDelta
@@ -128,9 +129,25 @@ def test_load_ext_starts_the_agent_and_the_first_plain_cell_takes_it(
         km.shutdown_kernel(now=False)
 
 
-def test_a_first_cell_for_another_session_ends_the_warm_agent(
-    server: ScriptedModelServer, agent_env: dict[str, str], workspace: Path
+@pytest.mark.parametrize(
+    ("between", "cell"),
+    [
+        ("", "%%agent --session other\nsay hi"),  # a cell for another session
+        ("%env AGENTKERNEL_TEST_SETTING=1", "%%agent\nsay hi"),  # the environment changed
+        ("%config AgentMagics.default_permission_mode = 'allow-reads'", "%%agent\nsay hi"),
+    ],
+    ids=["other-session", "env-changed", "config-changed"],
+)
+def test_a_first_cell_the_warm_agent_does_not_fit_ends_it(
+    server: ScriptedModelServer,
+    agent_env: dict[str, str],
+    workspace: Path,
+    between: str,
+    cell: str,
 ) -> None:
+    """The warm agent was started from the settings at ``%load_ext``: a first cell that wants
+    another session, or runs after the environment or the defaults changed, gets an agent of
+    its own made from what holds now, and the warm one ends."""
     server.add(Reply(match="say hi", blocks=[text("Hi there.")]))
     km, kc = start_new_kernel(
         kernel_name="python3", env={**os.environ, **agent_env}, cwd=str(workspace)
@@ -139,9 +156,11 @@ def test_a_first_cell_for_another_session_ends_the_warm_agent(
     try:
         assert driver.run("%load_ext agentkernel").status == "ok"
         warm = _until_agents()
-        cell = driver.run("%%agent --session other\nsay hi")
-        assert cell.status == "ok" and "Hi there." in "".join(cell.outputs())
-        assert wait_until_gone(list(warm)) == [], "the unused warm agent was left running"
+        if between:
+            assert driver.run(between).status == "ok"
+        ran = driver.run(cell)
+        assert ran.status == "ok" and "Hi there." in "".join(ran.outputs())
+        assert wait_until_gone(list(warm)) == [], "the unfit warm agent was left running"
         assert {p.pid for p in agent_processes()}, "the cell's own session has no agent"
     finally:
         kc.stop_channels()

@@ -108,6 +108,14 @@ class AgentMagics(Magics):
         """The session `warm_up` started, until the first ``%%agent`` cell takes it."""
         self._warming: asyncio.Future[None] | None = None
         """Done once `warm_up` has made its session (or decided not to)."""
+        self._warm_basis: tuple[Any, ...] | None = None
+        """What the warm session was made from (`_basis`): a cell takes it only if unchanged."""
+
+    def _basis(self) -> tuple[Any, ...]:
+        """What a new session is made from: the configured defaults, the environment and the
+        working directory (an agent started before ``%env KEY=...`` or ``%cd`` would run
+        without them)."""
+        return (self.session_defaults(), dict(os.environ), os.getcwd())
 
     def session_defaults(self) -> dict[str, Any]:
         return {
@@ -315,7 +323,7 @@ class AgentMagics(Magics):
             self.sessions.defaults = self.session_defaults()
             fits = warm is not None and name == warm.name and not args.max_budget
             fits = fits and args.backend in (None, warm.backend_name) and not args.model
-            if fits and not args.agent:
+            if fits and not args.agent and self._warm_basis == self._basis():
                 session = self.sessions.add(name, warm)  # type: ignore[arg-type]
                 warm = None
             else:
@@ -385,6 +393,7 @@ class AgentMagics(Magics):
                     return
                 if store is not None and continuity.find(store, origin, name=name) is not None:
                     return
+                self._warm_basis = self._basis()
                 self._warm = warm = Session(name=name, **self.session_defaults())
             finally:
                 if not made.done():
