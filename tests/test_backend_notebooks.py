@@ -7,19 +7,47 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import start_new_kernel
+from jupyter_client.manager import KernelManager, start_new_kernel
 
 from agentkernel.testing import Reply, ScriptedModelServer, text
 from agentkernel.testing.backend_conformance import CASES, BackendCase
 
-from .conftest import agent_processes, wait_until_gone
+from .conftest import agent_processes, alive, running, wait_until_gone
 from .kernel_client import KernelDriver, has_widget, widget_id
 
 OTHERS = [case for case in CASES if case.name in ("codex", "copilot")]
+
+
+def _configured_kernel(
+    case: BackendCase, server: ScriptedModelServer, tmp_path: Path, workspace: Path
+) -> tuple[KernelManager, KernelDriver]:
+    """A stock python3 kernel whose ``%%agent`` cells run the case's backend on the server,
+    configured as a user would (``%config``)."""
+    if reason := case.missing():
+        pytest.skip(reason)
+    config = tmp_path / "agent-config"
+    config.mkdir()
+    options = case.session_options(server, config)
+    model = options.pop("model", None)
+    km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ), cwd=str(workspace))
+    driver = KernelDriver(kc)
+    setup = [
+        "%load_ext agentkernel",
+        f"%config AgentMagics.default_backend = {case.name!r}",
+        f"%config AgentMagics.session_options = {options!r}",
+    ]
+    if model:
+        setup.append(f"%config AgentMagics.default_model = {model!r}")
+    for line in setup:
+        ran = driver.run(line)
+        assert ran.status == "ok", f"{line}: {ran.error}"
+    return km, driver
 
 
 @pytest.fixture
@@ -29,32 +57,13 @@ def notebook(
     tmp_path: Path,
     workspace: Path,
 ) -> Iterator[KernelDriver]:
-    """A stock python3 kernel whose ``%%agent`` cells run the case's backend on the server,
-    configured as a user would (``%config``); shut down and checked for agents left behind."""
-    case: BackendCase = request.param
-    if reason := case.missing():
-        pytest.skip(reason)
-    config = tmp_path / "agent-config"
-    config.mkdir()
-    options = case.session_options(server, config)
-    model = options.pop("model", None)
-    km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ), cwd=str(workspace))
-    driver = KernelDriver(kc)
+    """`_configured_kernel` for the case, shut down and checked for agents left behind."""
     before = {p.pid for p in agent_processes()}
+    km, driver = _configured_kernel(request.param, server, tmp_path, workspace)
     try:
-        setup = [
-            "%load_ext agentkernel",
-            f"%config AgentMagics.default_backend = {case.name!r}",
-            f"%config AgentMagics.session_options = {options!r}",
-        ]
-        if model:
-            setup.append(f"%config AgentMagics.default_model = {model!r}")
-        for line in setup:
-            ran = driver.run(line)
-            assert ran.status == "ok", f"{line}: {ran.error}"
         yield driver
     finally:
-        kc.stop_channels()
+        driver.client.stop_channels()
         km.shutdown_kernel(now=False)
     leftover = [p.pid for p in agent_processes() if p.pid not in before]
     assert wait_until_gone(leftover) == [], "an agent outlived the kernel"
@@ -133,3 +142,35 @@ def test_an_approval_click_answers_the_running_cell(
     ]
     assert provenance[-1]["backend"] == case.name
     assert [(a["behavior"], a["by"]) for a in provenance[-1]["approvals"]] == [(choice, "user")]
+
+
+@pytest.mark.parametrize("case", OTHERS, ids=lambda case: case.name)
+def test_kill_9_of_the_kernel_during_a_tool_leaves_nothing_after_a_second(
+    case: BackendCase, server: ScriptedModelServer, tmp_path: Path, workspace: Path
+) -> None:
+    """SIGKILL gives the kernel no chance to clean up: the agent and the tool it runs must
+    still end with it (the launcher's parent-death signal and process-group kill)."""
+    tool = "sleep 304.5"
+    (workspace / "wait.sh").write_text(f"{tool}\n")
+    server.add(
+        Reply(match="wait a while", blocks=[case.shell("sh wait.sh")], times=0),
+        Reply(match="tool_result", blocks=[text("Waited.")], times=0),
+    )
+    km, driver = _configured_kernel(case, server, tmp_path, workspace)
+    try:
+        driver.client.execute("%%agent -p allow-all\nwait a while")
+        deadline = time.monotonic() + 120
+        while not running(tool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running(tool), "the scripted tool never started"
+        agents = [p.pid for p in agent_processes()]
+        assert agents
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 1.0
+        while (running(tool) or alive(agents)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not running(tool), "the agent's tool process outlived the kernel by a second"
+        assert not alive(agents), "the agent CLI outlived the kernel by a second"
+    finally:
+        driver.client.stop_channels()
+        km.cleanup_resources()
