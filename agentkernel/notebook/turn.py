@@ -125,6 +125,7 @@ async def run_cell_turn(
         await view.front_end_known()
     except asyncio.CancelledError:
         interrupted = True
+        view.interrupt()
         await session.interrupt()
         await session.wait_for_idle(timeout=10)
     finally:

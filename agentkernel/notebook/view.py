@@ -128,6 +128,7 @@ class TurnView:
         self._closing: list[tuple[float, widgets.Widget]] = []
         self._live_text = ""  # the live output's text/plain, as last sent
         self._title_skipped = False
+        self._interrupted = False
 
     # ------------------------------------------------------------------ public
 
@@ -230,6 +231,21 @@ class TurnView:
             sys.stdout.write(chunk)
             self._printed = True
 
+    def interrupt(self) -> None:
+        """The user stopped the turn (a kernel interrupt): at once, before the agent has
+        wound down, calls without a result say "interrupted" and open prompts say they were
+        stopped, so nothing is left looking "running" or clickable."""
+        with self._lock:
+            if self._finished is not None or self._interrupted:
+                return
+            self._interrupted = True
+            self._dirty.update(self._transcript.interrupt())
+            for prompt in self._prompts.values():
+                if not prompt.event.decided:
+                    prompt.stop()
+            self._last_status = 0.0
+            self.flush(force=True)
+
     def finish(
         self, metadata: dict[str, Any] | None = None, *, interrupted: bool = False
     ) -> dict[str, str]:
@@ -244,6 +260,7 @@ class TurnView:
             if self.probe is not None and not (self.rendered or self.text_mode):
                 self._enter_text_mode()  # ended before any view could say it is there
             if interrupted and self._transcript.ended is None:
+                self._transcript.interrupt()
                 note = Error(kind="interrupted", message="The turn was interrupted.")
                 self._printer.feed(note)
                 self._transcript.add(note)
@@ -383,7 +400,10 @@ class TurnView:
         t = self._transcript
         parts = [self.title] if self.title else []
         waiting = any(not p.event.decided for p in self._prompts.values())
-        parts.append("waiting for you" if waiting else "● running")
+        if self._interrupted:
+            parts.append("■ stopping")
+        else:
+            parts.append("waiting for you" if waiting else "● running")
         if t.usage.total_tokens:
             parts.append(f"{t.usage.total_tokens:,} tokens")
         if t.usage.cost_usd:
@@ -466,6 +486,8 @@ class TurnView:
             self._handle.update(self._live_bundle(), raw=True)
 
     def _waiting_for(self) -> str:
+        if self._interrupted:
+            return "stopping"
         for prompt in self._prompts.values():
             event = prompt.event
             if event.decided:

@@ -46,6 +46,8 @@ class TextPrinter:
         self._answer_open = False
         self._names: dict[str, str] = {}  # tool_use_id -> name
         self._asked: dict[str, Question] = {}  # request_id -> question
+        self._calls: dict[str, str] = {}  # request_id -> tool_use_id of its call
+        self._denied: set[str] = set()  # tool_use_ids of calls denied
         self._tool = ""  # tool_use_id of the card the last lines belong to
         self._plan: dict[str, str] = {}  # item -> status at the last printed plan
         self._turn_has_text = False
@@ -150,6 +152,8 @@ class TextPrinter:
             self._tool = event.tool_use_id
             return chunk
         if isinstance(event, ToolResult):
+            if event.is_error and event.tool_use_id in self._denied:
+                return ""  # it only repeats the denial printed above: the tool never ran
             same = self._tool == event.tool_use_id and self._last == "tool"
             name = self._names.get(event.tool_use_id, "tool")
             head = "" if same else f"◀ {name} result\n"
@@ -159,8 +163,12 @@ class TextPrinter:
         if isinstance(event, PermissionRequest | PermissionDecided):
             keep = self._tool
             if isinstance(event, PermissionRequest):
+                if event.tool_use_id:
+                    self._calls[event.request_id] = event.tool_use_id
                 chunk = self._emit("tool", f"? Permission requested: {event.tool_name}\n")
             else:
+                if event.behavior == "deny" and event.request_id in self._calls:
+                    self._denied.add(self._calls[event.request_id])
                 asked = self._asked.get(event.request_id)
                 allowed, words = _decision_words(event, with_tool=True, question=asked)
                 chunk = self._emit("tool", f"{'✔' if allowed else '✖'} {words}\n")

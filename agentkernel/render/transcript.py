@@ -143,10 +143,21 @@ class Transcript:
         for block in self._open.values():
             block.done = True
         self._open.clear()
+        why = "interrupted" if event.stop_reason == "interrupted" else "not finished"
         for tool in self._tools.values():
-            tool.interrupted = tool.result is None
+            tool.unfinished = why if tool.result is None else ""
         self.usage, self.ended = event.usage, event
         return self._new(EndBlock(event, show_result=not self._turn_has_text))
+
+    def interrupt(self) -> list[Block]:
+        """The user stopped the turn before its closing event: every call still without a
+        result says so (not "running"). Returns the blocks that changed."""
+        changed: list[Block] = []
+        for tool in self._tools.values():
+            if tool.result is None and not tool.denied and tool.unfinished != "interrupted":
+                tool.unfinished = "interrupted"
+                changed.append(tool)
+        return changed
 
     def shown(self) -> list[Block]:
         """The blocks drawn: all of them, or when ``quiet`` the last text block, errors and the
