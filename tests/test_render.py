@@ -344,3 +344,29 @@ def test_tool_cards_show_what_the_backend_says() -> None:
         '{"path": "a", "limit": 5}',
     )
     assert render.tool_summary("mcp__x__y", {"q": 1}, ToolInfo()) == '{"q": 1}'
+
+
+def test_a_decision_made_without_asking_is_told_once_on_its_call() -> None:
+    """A rule or the permission mode decides without a request: the decision goes on the
+    call's card, and the call's error result (which only repeats it) is not shown again."""
+    why = "ls was denied by the permission mode 'deny': nothing could ask a person."
+    events = [
+        ToolCall(tool_use_id="t", input={"command": "ls"}, **RUN),
+        PermissionDecided(
+            request_id="p", tool_name="run", behavior="deny", reason=why, by="policy"
+        ),
+        ToolResult(tool_use_id="t", output=why, is_error=True),
+        ToolCall(tool_use_id="u", input={"command": "ls"}, **RUN),
+        PermissionDecided(request_id="q", tool_name="run", behavior="allow", by="rule"),
+        ToolResult(tool_use_id="u", output="a.txt"),
+        TurnEnded(stop_reason="end_turn"),
+    ]
+    for shown in (render.text(events), render.markdown(events), render.html(events)):
+        assert shown.count(why.replace("'", "&#x27;") if "<div" in shown else why) == 1, shown
+        assert "(by rule)" in shown
+    md = render.markdown(events)
+    assert "— *denied*" in md and "*error*" not in md
+    page = render.html(events)
+    denial = page.index("✖ Denied (by policy)")
+    assert denial < page.index("</details>"), "the decision sits on its call's card"
+    assert render.text(events).count("Allowed run (by rule)") == 1

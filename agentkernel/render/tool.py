@@ -115,7 +115,7 @@ class ToolBlock(Block):
     def state(self) -> tuple[str, str]:
         """(label, color) of the card's status badge."""
         if self.denied:
-            return "denied", _RED
+            return "denied", _denial_color(self.decided)
         if self.result is not None:
             return ("error", _RED) if self.result.is_error else ("done", _GREEN)
         if self.unfinished:
@@ -212,11 +212,17 @@ def _result_html(result: ToolResult) -> str:
     )
 
 
+def _denial_color(d: PermissionDecided | None) -> str:
+    """Red for a denial somebody chose; amber for one the permission mode made because
+    nobody could be asked (a headless run): nothing failed, the rules held."""
+    return _AMBER if d is not None and d.by == "policy" else _RED
+
+
 def _decision_html(
     d: PermissionDecided, *, with_tool: bool, question: Question | None = None
 ) -> str:
     allowed, words = _decision_words(d, with_tool=with_tool, question=question)
-    icon, color = ("✔", _GREEN) if allowed else ("✖", _RED)
+    icon, color = ("✔", _GREEN) if allowed else ("✖", _denial_color(d))
     return f'<div style="color:{color};font-size:0.9em">{icon} {_esc(words)}</div>'
 
 

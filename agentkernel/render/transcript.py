@@ -96,7 +96,7 @@ class Transcript:
         if isinstance(event, PermissionRequest | Question):
             return self._add_request(event)
         if isinstance(event, PermissionDecided):
-            target = self._requests.get(event.request_id)
+            target = self._requests.get(event.request_id) or self._unasked_call(event.tool_name)
             if isinstance(target, ToolBlock | QuestionBlock | PermissionBlock):
                 target.decided = event
                 return target
@@ -121,6 +121,16 @@ class Transcript:
             return None
         if isinstance(event, TurnEnded):
             return self._end(event)
+        return None
+
+    def _unasked_call(self, tool_name: str) -> ToolBlock | None:
+        """The call a decision made without asking (a rule, the permission mode) is about: the
+        first call of that tool still waiting, with no request, decision or result yet. Its
+        card then says the decision once, in one place."""
+        for tool in self._tools.values():
+            if tool.name == tool_name and tool.request is None and tool.decided is None:
+                if tool.result is None:
+                    return tool
         return None
 
     def _add_request(self, event: PermissionRequest | Question) -> Block:
