@@ -64,6 +64,8 @@ FLUSH_INTERVAL_S = 0.05
 STATUS_INTERVAL_S = 1.0
 """The status line (tokens, cost, elapsed) changes at most once a second."""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+DRAW_WAIT_S = 3.0
+"""How long a finished turn waits for a page to draw its newest blocks (see `TurnView.drawn`)."""
 CLOSE_DELAY_S = 1.0
 """How long a finished turn's widgets outlive its static output on a page that shows them."""
 
@@ -129,6 +131,7 @@ class TurnView:
         self._live_text = ""  # the live output's text/plain, as last sent
         self._title_skipped = False
         self._interrupted = False
+        self._drawn: set[BlockWidget] = set()  # blocks a front end reported drawn
 
     # ------------------------------------------------------------------ public
 
@@ -203,6 +206,25 @@ class TurnView:
         while self.probe is not None and not (self.rendered or self.text_mode):
             await asyncio.sleep(self.interval)
             self.flush()
+
+    async def drawn(self, timeout: float = DRAW_WAIT_S) -> None:
+        """Before the static output replaces the live one, on a page that shows widgets: wait
+        (at most ``timeout``) until every block in the box has reported its view drawn.
+
+        The widget manager creates a box's child views asynchronously; removing the box (what
+        replacing the output does) while one is still being created makes its pending
+        ``add_child_model`` find the box's Lumino widget gone ("Could not add child view to
+        box", "Cannot read properties of null (reading 'widgets')")."""
+        self.flush(force=True)
+        deadline = time.monotonic() + timeout
+        while self.rendered and time.monotonic() < deadline:
+            with self._lock:
+                if self._box is None or self._finished is not None:
+                    return
+                shown = [w for w in self._box.children if isinstance(w, BlockWidget)]
+                if all(w in self._drawn for w in shown):
+                    return
+            await asyncio.sleep(self.interval)
 
     def _unseen_for(self, seconds: float | None, now: float) -> bool:
         return (
@@ -380,6 +402,7 @@ class TurnView:
         (even none: the view shows appends only once it knows what came before them)."""
         with self._lock:
             self.rendered = True
+            self._drawn.add(widget)
             for block, shown in self._widgets.items():
                 if shown is not widget or not isinstance(block, StreamBlock) or block.done:
                     continue

@@ -128,9 +128,9 @@ class Transcript:
         first call of that tool still waiting, with no request, decision or result yet. Its
         card then says the decision once, in one place."""
         for tool in self._tools.values():
-            if tool.name == tool_name and tool.request is None and tool.decided is None:
-                if tool.result is None:
-                    return tool
+            waiting = tool.request is None and tool.decided is None and tool.result is None
+            if tool.name == tool_name and waiting:
+                return tool
         return None
 
     def _add_request(self, event: PermissionRequest | Question) -> Block:
