@@ -526,7 +526,7 @@ class AgentMagics(Magics):
                 if r.usage.cost_usd
                 else f"{r.usage.total_tokens:,} tokens"
             )
-            print(f"{r.number:>3}  {r.status:11} {spent:>10}  {prompt}")
+            print(f"{r.number:>3}  {r.status:11} {spent}  {prompt}")
 
     def cmd_model(self, args: Any) -> None:
         session = self.sessions.get(args.session)
