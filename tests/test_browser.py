@@ -239,6 +239,8 @@ def _check_saved(path: Path) -> None:
     """The saved notebook, read from disk: the turn is a static output that needs no kernel."""
     saved = nbformat.read(path, as_version=4)
     nbformat.validate(saved)
+    stderr = [o for c in saved.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, f"stray stderr in the saved outputs (a first Run All): {stderr}"
     outputs = saved.cells[1].outputs
     statics = [
         o
@@ -582,6 +584,100 @@ def test_typed_reasons_reloads_and_interrupts_in_jupyterlab(
             assert WIDGET_VIEW not in json.dumps(_saved_outputs(path, 3))
             state = nbformat.read(path, as_version=4).metadata.get("widgets")
             assert not state, f"widget state was saved: {state}"
+            _check_page_errors(diag)
+        finally:
+            browser.close()
+
+
+# ---------------------------------------------------------------------------- continuity
+
+WORD = "tulip"
+
+
+def _agent_notebook(path: Path, prompt: str) -> None:
+    """A notebook of two cells, each with a fresh id (as JupyterLab makes a new one)."""
+    notebook = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": KERNEL_NAME, "language": "python"}
+        }
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext agentkernel"),
+        nbformat.v4.new_code_cell(f"%%agent\n{prompt}"),
+    ]
+    nbformat.write(notebook, path)
+
+
+def _run_all_and_wait(page: Page, lab: LabServer, diag: Diagnostics, shown: str) -> Locator:
+    """Run > Run All Cells in the notebook on screen; its agent cell's output once it shows
+    ``shown`` and the kernel is idle."""
+    panel = page.locator(".jp-NotebookPanel:visible")
+    name = panel.locator(".jp-Toolbar-kernelName")
+    _wait(
+        page,
+        lambda: name.count() and name.first.inner_text().strip() == KERNEL_NAME,
+        60,
+        "the notebook's kernel",
+        diag,
+    )
+    _wait(page, lambda: _kernel_state(lab) == "idle", 60, "an idle kernel", diag)
+    _menu(page, "Run", "runmenu:run-all")
+    output = panel.locator(".jp-Cell").nth(1).locator(".jp-Cell-outputArea")
+    expect(output).to_contain_text(shown, timeout=60_000)
+    _wait(
+        page,
+        lambda: all(
+            (s.get("kernel") or {}).get("execution_state") == "idle"
+            for s in lab.api("GET", "/api/sessions")
+        ),
+        30,
+        "the cells to finish",
+        diag,
+    )
+    return output
+
+
+def test_a_renamed_notebook_leaves_no_conversation_to_the_new_one_under_its_name(
+    server: ScriptedModelServer, agent_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Run a turn in Untitled.ipynb, rename it in JupyterLab, then open a new notebook that
+    takes the freed name: its first %%agent starts a fresh session (the model never sees the
+    other notebook's conversation)."""
+    server.add(Reply(match="word", blocks=[text("Noted.")], times=0))
+    root = tmp_path / "lab"
+    root.mkdir()
+    untitled = root / "Untitled.ipynb"
+    _agent_notebook(untitled, f"remember the word {WORD}")
+    env = _lab_env(agent_env, tmp_path)
+    with jupyter_lab(root, env, tmp_path / "lab.log") as lab, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(30_000)
+            diag = Diagnostics(lab, page, tmp_path / "failure.png")
+            page.goto(lab.url("/lab/tree/Untitled.ipynb"))
+            _run_all_and_wait(page, lab, diag, "Noted.")
+            _menu(page, "File", "docmanager:save")
+            _wait(page, lambda: "Noted." in untitled.read_text(), 20, "the saved turn", diag)
+
+            # File > Rename Notebook…, as a person does.
+            diag.phase = "renaming"
+            _menu(page, "File", "docmanager:rename")
+            page.locator(".jp-Dialog input").fill("renamed.ipynb")
+            page.locator(".jp-Dialog .jp-mod-accept").click()
+            renamed = root / "renamed.ipynb"
+            _wait(page, lambda: renamed.exists() and not untitled.exists(), 20, "the rename", diag)
+
+            # A new notebook under the freed name.
+            diag.phase = "the new notebook"
+            _agent_notebook(untitled, "which word did I say?")
+            asked = len(server.requests)
+            page.goto(lab.url("/lab/tree/Untitled.ipynb"))
+            output = _run_all_and_wait(page, lab, diag, "Noted.")
+            expect(output).not_to_contain_text("continuing")
+            sent = json.dumps([r.body for r in server.requests[asked:]])
+            assert "which word did I say?" in sent, diag("the new notebook's turn never ran")
+            assert WORD not in sent, diag("the new notebook continued the renamed one's session")
             _check_page_errors(diag)
         finally:
             browser.close()
