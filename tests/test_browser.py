@@ -620,7 +620,17 @@ def _run_all_and_wait(page: Page, lab: LabServer, diag: Diagnostics, shown: str)
         "the notebook's kernel",
         diag,
     )
-    _wait(page, lambda: _kernel_state(lab) == "idle", 60, "an idle kernel", diag)
+    status = panel.locator(".jp-Notebook-ExecutionIndicator")
+    _wait(
+        page,
+        lambda: status.count() and status.first.get_attribute("data-status") == "idle",
+        60,
+        "the notebook's idle kernel",
+        diag,
+    )
+    # Click into the notebook first: Run All acts on the notebook that has the focus (after a
+    # page load that may be the file browser).
+    panel.locator(".jp-Cell").first.locator(".jp-InputPrompt").click()
     _menu(page, "Run", "runmenu:run-all")
     output = panel.locator(".jp-Cell").nth(1).locator(".jp-Cell-outputArea")
     expect(output).to_contain_text(shown, timeout=60_000)
