@@ -644,6 +644,9 @@ def _run_all_and_wait(page: Page, lab: LabServer, diag: Diagnostics, shown: str)
         "the cells to finish",
         diag,
     )
+    # The static output in place of the live one (what a save then keeps).
+    expect(output.locator(".jp-RenderedHTMLCommon .agentkernel-turn")).to_have_count(1)
+    expect(output).to_contain_text(shown)
     return output
 
 
