@@ -66,7 +66,8 @@ def turn(
         ToolCall(tool_use_id=t2, input=EDIT, **PATCH),
         PermissionRequest(request_id=r2, tool_name="patch", input=EDIT, tool_use_id=t2),
         PermissionDecided(request_id=r2, tool_name="patch", behavior="deny", reason="not now"),
-        ToolResult(tool_use_id=t2, output="<script>alert(1)</script>", is_error=True),
+        # What the agent was told of the denial: the card says it once, as the decision.
+        ToolResult(tool_use_id=t2, output="not now", is_error=True),
         FileChange(path="b.py", diff="--- a/b.py\n+++ b/b.py\n@@ -1 +1 @@\n-a\n+b"),
         PlanUpdate(
             items=[
@@ -113,7 +114,6 @@ I'll **list** files.
 ▶ patch: Edit a.py
 ? Permission requested: patch
 ✖ Denied patch (by user): not now
-  ⎿ Error: <script>alert(1)</script>
 ± b.py
     --- a/b.py
     +++ b/b.py
@@ -156,9 +156,8 @@ def test_markdown_shows_each_part_once() -> None:
     assert "**▶ run**\n\n```bash\nls -la\n```\n\n✔ Allowed (by user)\n\n```text\nline 0\n" in md
     assert "line 39\n```\n\n*… 60 more lines (480 characters) cut*" in md
     assert "line 40" not in md
-    assert "**▶ patch** `Edit a.py` — *error*\n\n```diff\n x = 1\n-y = 2\n+y = 3\n```" in md
-    assert "✖ Denied (by user): not now" in md
-    assert "**Error:**\n\n```text\n<script>alert(1)</script>\n```" in md
+    assert "**▶ patch** `Edit a.py` — *denied*\n\n```diff\n x = 1\n-y = 2\n+y = 3\n```" in md
+    assert md.count("not now") == 1 and "✖ Denied (by user): not now" in md
     assert "**± `b.py`**\n\n```diff\n--- a/b.py\n" in md
     assert "**Plan**\n\n- [x] List files\n- [ ] Edit *(in progress)*" in md
     assert md.count("**Plan**") == 1  # one plan, at its latest state
@@ -212,7 +211,12 @@ def test_html_has_cards_diffs_plan_and_collapsed_long_output() -> None:
     assert "<details" in page and "✻ Thinking" in page
     assert "<strong>list</strong>" in page  # completed text rendered as Markdown
     assert "Output · 100 lines</summary>" in page  # long output starts collapsed
-    assert "<details open><summary" in page  # a short one starts open
+    short = render.html(
+        [ToolCall(tool_use_id="s", name="run"), ToolResult(tool_use_id="s", output="ok")]
+    )
+    assert "<details open><summary" in short  # a short one starts open
+    # A tool card folds: its head is the summary, whose marker turns as it opens.
+    assert '<details open style="border' in page and "<summary" in page
     assert "rgba(46,160,67" in page and "rgba(248,81,73" in page  # colored diff lines
     assert "text-decoration:line-through" in page  # completed plan item
     assert "☰ Plan" in page and "1/2" in page
@@ -244,7 +248,7 @@ def test_interrupted_turn_keeps_partial_text_and_open_tools() -> None:
     assert render.text(events) == ("Half a sentence\n\n▶ find: TODO\n\n── interrupted\n")
     md = render.markdown(events)
     assert "Half a sentence" in md
-    assert "**▶ find** `TODO` — *not finished*" in md
+    assert "**▶ find** `TODO` — *interrupted*" in md
     assert "*⚠ interrupted*" in md
 
 
@@ -340,3 +344,29 @@ def test_tool_cards_show_what_the_backend_says() -> None:
         '{"path": "a", "limit": 5}',
     )
     assert render.tool_summary("mcp__x__y", {"q": 1}, ToolInfo()) == '{"q": 1}'
+
+
+def test_a_decision_made_without_asking_is_told_once_on_its_call() -> None:
+    """A rule or the permission mode decides without a request: the decision goes on the
+    call's card, and the call's error result (which only repeats it) is not shown again."""
+    why = "ls was denied by the permission mode 'deny': nothing could ask a person."
+    events = [
+        ToolCall(tool_use_id="t", input={"command": "ls"}, **RUN),
+        PermissionDecided(
+            request_id="p", tool_name="run", behavior="deny", reason=why, by="policy"
+        ),
+        ToolResult(tool_use_id="t", output=why, is_error=True),
+        ToolCall(tool_use_id="u", input={"command": "ls"}, **RUN),
+        PermissionDecided(request_id="q", tool_name="run", behavior="allow", by="rule"),
+        ToolResult(tool_use_id="u", output="a.txt"),
+        TurnEnded(stop_reason="end_turn"),
+    ]
+    for shown in (render.text(events), render.markdown(events), render.html(events)):
+        assert shown.count(why.replace("'", "&#x27;") if "<div" in shown else why) == 1, shown
+        assert "(by rule)" in shown
+    md = render.markdown(events)
+    assert "— *denied*" in md and "*error*" not in md
+    page = render.html(events)
+    denial = page.index("✖ Denied (by policy)")
+    assert denial < page.index("</details>"), "the decision sits on its call's card"
+    assert render.text(events).count("Allowed run (by rule)") == 1

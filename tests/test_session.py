@@ -38,6 +38,9 @@ from agentkernel.testing import Reply, ScriptedModelServer, text, thinking, tool
 from .conftest import wait_until_gone
 
 MakeSession = Callable[..., Session]
+PRICED_MODEL = "claude-opus-5-5"
+"""A model the CLI has a list price for: the tests of cost accounting name it (the scripted
+server's own model has no price, so its turns report no cost)."""
 
 
 async def collect(session: Session, prompt: str, **options: object) -> list[Event]:
@@ -64,7 +67,7 @@ async def test_text_turn_streams_in_order_and_next_turn_sends_history(
         ),
         Reply(match="second", blocks=[text("Second answer.")]),
     )
-    session = make_session()
+    session = make_session(model=PRICED_MODEL)
     events = await collect(session, "first question")
 
     deltas = "".join(e.text for e in events if isinstance(e, TextDelta))
@@ -237,7 +240,7 @@ async def test_budget_refuses_the_next_turn(
     server.add(
         Reply(blocks=[text("costly")], times=0, usage={"input_tokens": 5000, "output_tokens": 5000})
     )
-    session = make_session(max_budget_usd=0.0001)
+    session = make_session(model=PRICED_MODEL, max_budget_usd=0.0001)
     await session.send("one")
     requests_before = len(server.requests)
     with pytest.raises(BudgetExceededError, match="max_budget_usd"):
@@ -433,3 +436,13 @@ def _png_pixel() -> bytes:
 
 
 # -- no orphans --------------------------------------------------------------------------------
+
+
+async def test_the_scripted_model_reports_tokens_but_no_made_up_cost(
+    server: ScriptedModelServer, make_session: MakeSession
+) -> None:
+    """No price table has the scripted model: its turns count tokens and cost nothing, rather
+    than the CLI's guess at another model's rate."""
+    server.add(Reply(blocks=[text("free")]))
+    record = await make_session().send("one")
+    assert record.usage.input_tokens > 0 and record.usage.cost_usd == 0

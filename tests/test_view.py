@@ -405,3 +405,26 @@ def _find(root: widgets.Widget, kind: type[widgets.Widget]) -> list[Any]:
     for child in getattr(root, "children", ()):
         found += _find(child, kind)
     return found
+
+
+def test_stop_during_an_approval_leaves_no_card_running() -> None:
+    """A kernel interrupt while an approval waits: at once the card says "interrupted" and
+    the prompt's controls are off; the static output says it too."""
+    view = TurnView("s", "test")
+    view.display()
+    view.handle(ToolCall(tool_use_id="t", name="Bash", input={"command": "ls"}))
+    request = PermissionRequest(
+        request_id="r", tool_name="Bash", tool_use_id="t", _decision=_future()
+    )
+    view.handle(request)
+    view.flush(force=True)
+    prompt = view._prompts["r"]
+    card = next(w for b, w in view._widgets.items() if getattr(b, "tool_use_id", "") == "t")
+    assert "awaiting approval" in card.html
+    view.interrupt()
+    assert "interrupted" in card.html and "running" not in card.html
+    assert prompt.allow.disabled and prompt.deny.disabled and "Stopped" in prompt._outcome.value
+    assert "stopping" in view._status_html
+    bundle = view.finish(interrupted=True)
+    for shown in (bundle["text/markdown"], bundle["text/html"]):
+        assert "interrupted" in shown and "running" not in shown and "awaiting" not in shown

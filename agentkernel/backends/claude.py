@@ -567,9 +567,16 @@ class ClaudeBackend:
     def _result(self, message: sdk.ResultMessage, duration_s: float, model_calls: int) -> None:
         assert self._host is not None
         self.backend_session_id = message.session_id or self.backend_session_id
-        # The CLI reports the process's cumulative cost; a turn costs the difference.
+        # The CLI reports the process's cumulative cost; a turn costs the difference. For a
+        # model it has no price for (costBasis "unknown") its figure is a guess at another
+        # model's rate: no cost is reported rather than a made-up one.
         total_cost = message.total_cost_usd or 0.0
-        usage = _usage(message.usage, max(total_cost - self._cost_reported, 0.0))
+        priced = message.model_usage or {}
+        guessed = any(
+            u.get("costBasis") == "unknown" for u in priced.values() if isinstance(u, dict)
+        )
+        turn_cost = 0.0 if guessed else max(total_cost - self._cost_reported, 0.0)
+        usage = _usage(message.usage, turn_cost)
         self._cost_reported = max(total_cost, self._cost_reported)
         aborted = message.terminal_reason in ("aborted_streaming", "aborted_tools")
         stop_reason: StopReason

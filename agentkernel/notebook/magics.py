@@ -667,7 +667,13 @@ class AgentMagics(Magics):
             print(f"session {session.name!r} has no turns yet")
         for r in session.history:
             prompt = r.prompt.strip().splitlines()[0][:60] if r.prompt.strip() else ""
-            print(f"{r.number:>3}  {r.status:11} ${r.usage.cost_usd:.4f}  {prompt}")
+            # No price (a scripted or unpriced model): the tokens, never a made-up figure.
+            spent = (
+                f"${r.usage.cost_usd:.4f}"
+                if r.usage.cost_usd
+                else f"{r.usage.total_tokens:,} tokens"
+            )
+            print(f"{r.number:>3}  {r.status:11} {spent}  {prompt}")
 
     def cmd_model(self, args: Any) -> None:
         session = self.sessions.get(args.session)

@@ -93,6 +93,14 @@ class DecisionCard(widgets.VBox):
             control.disabled = True
         self._outcome.value = _outcome_html(self.event.decision, late=late)
 
+    def stop(self) -> None:
+        """The turn was interrupted while this waited: no control works any more."""
+        for control in self._walk(self._controls):
+            control.disabled = True
+        self._outcome.value = (
+            '<span style="color:#bf8700">■ Stopped: the turn was interrupted</span>'
+        )
+
     def _walk(self, items: list[widgets.Widget]) -> list[widgets.Widget]:
         found = []
         for item in items:

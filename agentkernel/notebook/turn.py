@@ -138,8 +138,10 @@ async def run_cell_turn(
                     fallbacks.add(task)
                     task.add_done_callback(fallbacks.discard)
         await view.front_end_known()
+        await view.drawn()
     except asyncio.CancelledError:
         interrupted = True
+        view.interrupt()
         await session.interrupt()
         await session.wait_for_idle(timeout=10)
     finally:

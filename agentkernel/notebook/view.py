@@ -64,6 +64,8 @@ FLUSH_INTERVAL_S = 0.05
 STATUS_INTERVAL_S = 1.0
 """The status line (tokens, cost, elapsed) changes at most once a second."""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+DRAW_WAIT_S = 3.0
+"""How long a finished turn waits for a page to draw its newest blocks (see `TurnView.drawn`)."""
 CLOSE_DELAY_S = 1.0
 """How long a finished turn's widgets outlive its static output on a page that shows them."""
 _HELD = (TextDelta, ThinkingDelta)
@@ -137,6 +139,8 @@ class TurnView:
         self._held_kind: type[TextDelta | ThinkingDelta] | None = None
         self._streamed = False  # a delta came (the first is sent without waiting)
         self._title_skipped = False
+        self._interrupted = False
+        self._drawn: set[BlockWidget] = set()  # blocks a front end reported drawn
 
     # ------------------------------------------------------------------ public
 
@@ -247,6 +251,25 @@ class TurnView:
             await asyncio.sleep(self.interval)
             self.flush()
 
+    async def drawn(self, timeout: float = DRAW_WAIT_S) -> None:
+        """Before the static output replaces the live one, on a page that shows widgets: wait
+        (at most ``timeout``) until every block in the box has reported its view drawn.
+
+        The widget manager creates a box's child views asynchronously; removing the box (what
+        replacing the output does) while one is still being created makes its pending
+        ``add_child_model`` find the box's Lumino widget gone ("Could not add child view to
+        box", "Cannot read properties of null (reading 'widgets')")."""
+        self.flush(force=True)
+        deadline = time.monotonic() + timeout
+        while self.rendered and time.monotonic() < deadline:
+            with self._lock:
+                if self._box is None or self._finished is not None:
+                    return
+                shown = [w for w in self._box.children if isinstance(w, BlockWidget)]
+                if all(w in self._drawn for w in shown):
+                    return
+            await asyncio.sleep(self.interval)
+
     def _unseen_for(self, seconds: float | None, now: float) -> bool:
         return (
             seconds is not None
@@ -274,6 +297,21 @@ class TurnView:
             sys.stdout.write(chunk)
             self._printed = True
 
+    def interrupt(self) -> None:
+        """The user stopped the turn (a kernel interrupt): at once, before the agent has
+        wound down, calls without a result say "interrupted" and open prompts say they were
+        stopped, so nothing is left looking "running" or clickable."""
+        with self._lock:
+            if self._finished is not None or self._interrupted:
+                return
+            self._interrupted = True
+            self._dirty.update(self._transcript.interrupt())
+            for prompt in self._prompts.values():
+                if not prompt.event.decided:
+                    prompt.stop()
+            self._last_status = 0.0
+            self.flush(force=True)
+
     def finish(
         self, metadata: dict[str, Any] | None = None, *, interrupted: bool = False
     ) -> dict[str, str]:
@@ -289,6 +327,7 @@ class TurnView:
             if self.probe is not None and not (self.rendered or self.text_mode):
                 self._enter_text_mode()  # ended before any view could say it is there
             if interrupted and self._transcript.ended is None:
+                self._transcript.interrupt()
                 note = Error(kind="interrupted", message="The turn was interrupted.")
                 self._printer.feed(note)
                 self._transcript.add(note)
@@ -408,6 +447,7 @@ class TurnView:
         (even none: the view shows appends only once it knows what came before them)."""
         with self._lock:
             self.rendered = True
+            self._drawn.add(widget)
             for block, shown in self._widgets.items():
                 if shown is not widget or not isinstance(block, StreamBlock) or block.done:
                     continue
@@ -428,7 +468,10 @@ class TurnView:
         t = self._transcript
         parts = [self.title] if self.title else []
         waiting = any(not p.event.decided for p in self._prompts.values())
-        parts.append("waiting for you" if waiting else "● running")
+        if self._interrupted:
+            parts.append("■ stopping")
+        else:
+            parts.append("waiting for you" if waiting else "● running")
         if t.usage.total_tokens:
             parts.append(f"{t.usage.total_tokens:,} tokens")
         if t.usage.cost_usd:
@@ -511,6 +554,8 @@ class TurnView:
             self._handle.update(self._live_bundle(), raw=True)
 
     def _waiting_for(self) -> str:
+        if self._interrupted:
+            return "stopping"
         for prompt in self._prompts.values():
             event = prompt.event
             if event.decided:

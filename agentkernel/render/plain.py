@@ -46,6 +46,9 @@ class TextPrinter:
         self._answer_open = False
         self._names: dict[str, str] = {}  # tool_use_id -> name
         self._asked: dict[str, Question] = {}  # request_id -> question
+        self._calls: dict[str, str] = {}  # request_id -> tool_use_id of its call
+        self._denied: set[str] = set()  # tool_use_ids of calls denied
+        self._done: set[str] = set()  # tool_use_ids of calls with a result or a decision
         self._tool = ""  # tool_use_id of the card the last lines belong to
         self._plan: dict[str, str] = {}  # item -> status at the last printed plan
         self._turn_has_text = False
@@ -150,6 +153,9 @@ class TextPrinter:
             self._tool = event.tool_use_id
             return chunk
         if isinstance(event, ToolResult):
+            self._done.add(event.tool_use_id)
+            if event.is_error and event.tool_use_id in self._denied:
+                return ""  # it only repeats the denial printed above: the tool never ran
             same = self._tool == event.tool_use_id and self._last == "tool"
             name = self._names.get(event.tool_use_id, "tool")
             head = "" if same else f"◀ {name} result\n"
@@ -159,8 +165,13 @@ class TextPrinter:
         if isinstance(event, PermissionRequest | PermissionDecided):
             keep = self._tool
             if isinstance(event, PermissionRequest):
+                if event.tool_use_id:
+                    self._calls[event.request_id] = event.tool_use_id
                 chunk = self._emit("tool", f"? Permission requested: {event.tool_name}\n")
             else:
+                call = self._calls.get(event.request_id) or self._unasked_call(event.tool_name)
+                if event.behavior == "deny" and call:
+                    self._denied.add(call)
                 asked = self._asked.get(event.request_id)
                 allowed, words = _decision_words(event, with_tool=True, question=asked)
                 chunk = self._emit("tool", f"{'✔' if allowed else '✖'} {words}\n")
@@ -186,6 +197,16 @@ class TextPrinter:
             return self._emit("prompt", "───\n") if self._chunks else ""
         if isinstance(event, TurnEnded):
             return self._end_lines(event)
+        return ""
+
+    def _unasked_call(self, tool_name: str) -> str:
+        """The call a decision made without asking is about (see `Transcript`): the first
+        call of that tool without a request, decision or result yet."""
+        asked = set(self._calls.values())
+        for tool_use_id, name in self._names.items():
+            if name == tool_name and tool_use_id not in self._done | asked:
+                self._done.add(tool_use_id)
+                return tool_use_id
         return ""
 
     def _plan_lines(self, event: PlanUpdate) -> str:

@@ -95,18 +95,31 @@ class ToolBlock(Block):
     request: PermissionRequest | None = None
     decided: PermissionDecided | None = None
     question: Question | None = None
-    interrupted: bool = False
+    unfinished: str = ""
+    """Set when the turn ended without the call's result: why ("interrupted", "not
+    finished")."""
     nested: Transcript | None = None
     """What a sub-agent run by this call did, folded like a turn of its own."""
 
+    @property
+    def denied(self) -> bool:
+        return self.decided is not None and self.decided.behavior == "deny"
+
+    def shown_result(self) -> ToolResult | None:
+        """The result the card shows: none for a denied call, whose error result only repeats
+        the denial the card already states (the tool never ran)."""
+        if self.result is not None and self.result.is_error and self.denied:
+            return None
+        return self.result
+
     def state(self) -> tuple[str, str]:
         """(label, color) of the card's status badge."""
+        if self.denied:
+            return "denied", _denial_color(self.decided)
         if self.result is not None:
             return ("error", _RED) if self.result.is_error else ("done", _GREEN)
-        if self.decided is not None and self.decided.behavior == "deny":
-            return "denied", _RED
-        if self.interrupted:
-            return "not finished", _AMBER
+        if self.unfinished:
+            return self.unfinished, _AMBER
         if self.question is not None and self.decided is None and not self.question.decided:
             return "waiting for an answer", _AMBER
         if self.request is not None and self.decided is None and not self.request.decided:
@@ -129,16 +142,18 @@ class ToolBlock(Block):
         if self.nested is not None:
             inner = self.nested.markdown()
             parts.append(f"<details><summary>Sub-agent</summary>\n\n{inner}\n\n</details>")
-        if self.result is not None:
-            parts.append(_result_md(self.result))
+        if (result := self.shown_result()) is not None:
+            parts.append(_result_md(result))
         return "\n\n".join(parts)
 
     def html(self) -> str:
+        """A card; a tool call's card folds (its head is a ``<summary>``, whose own marker is
+        the arrow, turning as it opens and closes)."""
         label, color = self.state()
         if self.question is not None:
             inner = _question_html(self.question)
         else:
-            inner = _tool_html(self.name, self.input, self.info, _badge(label, color))
+            head, inner = _tool_parts(self.name, self.input, self.info, _badge(label, color))
         if self.decided is not None:
             inner += _decision_html(self.decided, with_tool=False, question=self.question)
         if self.nested is not None:
@@ -146,23 +161,33 @@ class ToolBlock(Block):
                 f'<details><summary style="cursor:pointer;{_MUTED};font-size:0.85em">'
                 f"Sub-agent</summary>{self.nested.html()}</details>"
             )
-        if self.result is not None:
-            inner += _result_html(self.result)
-        return f'<div style="{_CARD}">{inner}</div>'
+        if (result := self.shown_result()) is not None:
+            inner += _result_html(result)
+        if self.question is not None:
+            return f'<div style="{_CARD}">{inner}</div>'
+        return (
+            f'<details open style="{_CARD}"><summary style="cursor:pointer">{head}</summary>'
+            f"{inner}</details>"
+        )
 
 
-def _tool_html(name: str, input: dict[str, Any], info: ToolInfo, badge: str = "") -> str:
+def _tool_parts(
+    name: str, input: dict[str, Any], info: ToolInfo, badge: str = ""
+) -> tuple[str, str]:
+    """(head, body) of a tool call as escaped HTML: its name, what it acts on and the badge;
+    then the command, diff or input below."""
     summary, body = _input_view(name, input, info)
-    head = f'<span style="font-weight:600">▶ {_esc(name)}</span>'
+    head = f'<span style="font-weight:600">{_esc(name)}</span>'
     if summary:
         head += f' <span style="{_MONO}">{_esc(summary)}</span>'
-    return f"<div>{head}{badge}</div>" + (_html_body(*body) if body else "")
+    return head + badge, _html_body(*body) if body else ""
 
 
 def tool_input_html(request: PermissionRequest) -> str:
     """What a permission request would run (the command, an edit's diff, else its input) as
     the escaped HTML a tool card shows."""
-    return _tool_html(request.tool_name, request.input, request)
+    head, body = _tool_parts(request.tool_name, request.input, request)
+    return f"<div>{head}</div>{body}"
 
 
 def _result_md(result: ToolResult) -> str:
@@ -187,11 +212,17 @@ def _result_html(result: ToolResult) -> str:
     )
 
 
+def _denial_color(d: PermissionDecided | None) -> str:
+    """Red for a denial somebody chose; amber for one the permission mode made because
+    nobody could be asked (a headless run): nothing failed, the rules held."""
+    return _AMBER if d is not None and d.by == "policy" else _RED
+
+
 def _decision_html(
     d: PermissionDecided, *, with_tool: bool, question: Question | None = None
 ) -> str:
     allowed, words = _decision_words(d, with_tool=with_tool, question=question)
-    icon, color = ("✔", _GREEN) if allowed else ("✖", _RED)
+    icon, color = ("✔", _GREEN) if allowed else ("✖", _denial_color(d))
     return f'<div style="color:{color};font-size:0.9em">{icon} {_esc(words)}</div>'
 
 

@@ -96,7 +96,7 @@ class Transcript:
         if isinstance(event, PermissionRequest | Question):
             return self._add_request(event)
         if isinstance(event, PermissionDecided):
-            target = self._requests.get(event.request_id)
+            target = self._requests.get(event.request_id) or self._unasked_call(event.tool_name)
             if isinstance(target, ToolBlock | QuestionBlock | PermissionBlock):
                 target.decided = event
                 return target
@@ -123,6 +123,16 @@ class Transcript:
             return self._end(event)
         return None
 
+    def _unasked_call(self, tool_name: str) -> ToolBlock | None:
+        """The call a decision made without asking (a rule, the permission mode) is about: the
+        first call of that tool still waiting, with no request, decision or result yet. Its
+        card then says the decision once, in one place."""
+        for tool in self._tools.values():
+            waiting = tool.request is None and tool.decided is None and tool.result is None
+            if tool.name == tool_name and waiting:
+                return tool
+        return None
+
     def _add_request(self, event: PermissionRequest | Question) -> Block:
         tool = self._tools.get(event.tool_use_id or "")
         block: Block
@@ -143,10 +153,21 @@ class Transcript:
         for block in self._open.values():
             block.done = True
         self._open.clear()
+        why = "interrupted" if event.stop_reason == "interrupted" else "not finished"
         for tool in self._tools.values():
-            tool.interrupted = tool.result is None
+            tool.unfinished = why if tool.result is None else ""
         self.usage, self.ended = event.usage, event
         return self._new(EndBlock(event, show_result=not self._turn_has_text))
+
+    def interrupt(self) -> list[Block]:
+        """The user stopped the turn before its closing event: every call still without a
+        result says so (not "running"). Returns the blocks that changed."""
+        changed: list[Block] = []
+        for tool in self._tools.values():
+            if tool.result is None and not tool.denied and tool.unfinished != "interrupted":
+                tool.unfinished = "interrupted"
+                changed.append(tool)
+        return changed
 
     def shown(self) -> list[Block]:
         """The blocks drawn: all of them, or when ``quiet`` the last text block, errors and the

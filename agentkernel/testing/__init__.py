@@ -79,7 +79,8 @@ Server
 ------
 ``ScriptedModelServer(script=(), *, host="127.0.0.1", port=0)`` (port 0: a free port):
 ``start()``/``stop()`` or ``with``; ``url``; ``claude_env()`` (``ANTHROPIC_BASE_URL``,
-``ANTHROPIC_API_KEY``, ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``; choose
+``ANTHROPIC_API_KEY``, ``ANTHROPIC_MODEL`` (``scripted-model``: no price table has it, so
+no made-up cost is reported), ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``; choose
 ``CLAUDE_CONFIG_DIR`` yourself, a fresh directory per test); ``openai_env()``; ``add(*replies)``
 while running; ``requests`` (a list of :class:`RecordedRequest`: ``method``, ``path``
 without the query, ``query``, ``headers`` with lower-case names, ``body`` (parsed JSON or

@@ -28,6 +28,11 @@ log = logging.getLogger("agentkernel.testing")
 #: The placeholder key :meth:`ScriptedModelServer.claude_env` hands to agent CLIs.
 API_KEY = "scripted-model-key"
 
+#: The model id :meth:`ScriptedModelServer.claude_env` asks agent CLIs to use: one no price
+#: table has, so a CLI knows it cannot price the (free) scripted replies and says so (Claude
+#: Code reports its spend figure as a guess, which the Claude backend then leaves out).
+MODEL = "scripted-model"
+
 #: ``POST`` paths the server answers, and the wire format spoken on each.
 ROUTES: dict[str, Dialect] = {
     "/v1/messages": AnthropicMessages(),
@@ -195,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
         record(choice, status)
         log.info("%s %s -> %s", self.command, path, _describe(choice, status))
         ctx = AnswerContext(
-            model=reply.model or str(body.get("model") or "scripted-model"),
+            model=reply.model or str(body.get("model") or MODEL),
             input_tokens=max(1, len(raw) // 4),
             new_id=owner._new_id,
         )
@@ -362,11 +367,14 @@ class ScriptedModelServer:
         """Environment variables that point the Claude Code CLI at this server.
 
         ``CLAUDE_CONFIG_DIR`` is left to the caller: pick a fresh directory per test so no
-        real login or settings leak in.
+        real login or settings leak in. The model is `MODEL` unless a session names one: the
+        replies cost nothing, and a real model's name would make the CLI price them at that
+        model's list price.
         """
         return {
             "ANTHROPIC_BASE_URL": self.url,
             "ANTHROPIC_API_KEY": API_KEY,
+            "ANTHROPIC_MODEL": MODEL,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
 
