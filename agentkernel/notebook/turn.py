@@ -169,7 +169,9 @@ async def replay_cell_turn(
     request, no tool run again. For a person's cell (a widget front end) `run_fresh` is offered
     below it as a "run fresh" button, called with the replayed turn and the display id of its
     output, for the fresh turn to draw in."""
-    view = _view(shell, session, frontend, quiet)
+    # Static only: a live widget replaced at once by the static output races the page's
+    # widget manager (see `TurnView.drawn`), and the static output is all a replay shows.
+    view = _view(shell, session, "headless" if frontend == "widget" else frontend, quiet)
     recorded_at = datetime.fromtimestamp(recording.started_at, timezone.utc)
     when = f"recorded {recorded_at:%Y-%m-%d %H:%M} UTC"
     # The status line says it (the static output stays exactly what the original showed).

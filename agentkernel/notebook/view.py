@@ -168,7 +168,7 @@ class TurnView:
 
     @property
     def display_id(self) -> str | None:
-        """The display id of the turn's output, once displayed with a widget."""
+        """The display id of the turn's output, once displayed (live, or static at the end)."""
         return self._handle.display_id if self._handle is not None else None
 
     def owns(self, comm_id: str) -> bool:
@@ -573,8 +573,8 @@ class TurnView:
     def _finish_headless(self, bundle: dict[str, str], extra: dict[str, Any]) -> None:
         if self._printed:
             sys.stdout.flush()
-        if self._in_kernel:
-            display(bundle, raw=True, metadata=extra)
+        if self._in_kernel:  # with a display id: a fresh run may be drawn in its place
+            self._handle = display(bundle, raw=True, metadata=extra, display_id=True)
 
 
 def _tree(widget: widgets.Widget) -> list[widgets.Widget]:
