@@ -193,7 +193,7 @@ def _header(record: SessionRecord, turns: Sequence[StoredTurn]) -> str:
             f"{usage.cache_read_tokens:,} cache read, {usage.cache_creation_tokens:,} cache "
             "write)",
         ),
-        ("Cost", f"${usage.cost_usd:.4f}"),
+        ("Cost", f"${usage.cost_usd:.4f}" if usage.cost_usd else ""),  # "": no price known
         ("Notebook", f"`{record.notebook_path}`" if record.notebook_path else ""),
         ("Working directory", f"`{record.cwd}`" if record.cwd else ""),
         ("Summary", record.summary or ""),

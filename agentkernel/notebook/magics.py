@@ -485,7 +485,7 @@ class AgentMagics(Magics):
             stats = s.stats
             print(
                 f"{mark}{name:16} {s.backend_name:8} {s.model or '(default)':22} "
-                f"{stats.turns:>5} {stats.cost_usd:>9.4f}  {state}"
+                f"{stats.turns:>5} {_dollars(stats.cost_usd):>9}  {state}"
             )
 
     def cmd_use(self, args: Any) -> None:
@@ -650,13 +650,14 @@ class AgentMagics(Magics):
     def cmd_stats(self, args: Any) -> None:
         session = self.sessions.get(args.name)
         s = session.stats
+        cost = f"${s.cost_usd:.4f}" if s.cost_usd else "unknown (no price for the model)"
         print(
             f"session {session.name!r} ({session.backend_name}, "
             f"model {session.model or 'default'})\n"
             f"  turns {s.turns}, model calls {s.model_calls}\n"
             f"  tokens: input {s.input_tokens}, output {s.output_tokens}, cache read "
             f"{s.cache_read_tokens}, cache write {s.cache_creation_tokens}\n"
-            f"  cost ${s.cost_usd:.4f}"
+            f"  cost {cost}"
             + (f" of ${session.max_budget_usd:.4f}" if session.max_budget_usd else "")
             + f", agent time {s.wall_time_s:.1f} s"
         )
@@ -968,6 +969,12 @@ async def _import_backend(name: str) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
+
+
+def _dollars(cost_usd: float) -> str:
+    """A cost for a column: "-" where the backend gave none (an unpriced model: no figure is
+    better than a made-up one)."""
+    return f"{cost_usd:.4f}" if cost_usd else "-"
 
 
 def load(shell: Any, *, warm_up: bool = False) -> AgentMagics:
