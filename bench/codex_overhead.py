@@ -42,11 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 from _scripted import BIG_MARKER, model_server
+from _sides import ms, rounds, session_turn
 from openai_codex import ApprovalMode, Codex, CodexConfig, Sandbox
 
 from agentkernel import Session
 from agentkernel.backends import codex as backend
-from agentkernel.events import TextDelta, TurnEnded
 from agentkernel.testing import API_KEY
 
 MODEL = "gpt-5.5"
@@ -117,35 +117,6 @@ def sdk_turn(thread: Any) -> Callable[[str], Any]:
         return elapsed, deltas
 
     return run
-
-
-def session_turn(session: Session) -> Callable[[str], Any]:
-    async def run(prompt: str) -> tuple[float, int]:
-        started = time.perf_counter()
-        deltas = 0
-        last = None
-        async for event in session.stream(prompt):
-            last = event
-            deltas += isinstance(event, TextDelta)
-        elapsed = time.perf_counter() - started
-        if not isinstance(last, TurnEnded) or last.is_error:
-            raise RuntimeError(f"the session turn did not end well: {last!r}")
-        return elapsed, deltas
-
-    return run
-
-
-async def rounds(sides: dict[str, Callable[[str], Any]], count: int, prompt: str) -> dict:
-    results: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
-    names = list(sides)
-    for number in range(count):
-        for name in names if number % 2 == 0 else names[::-1]:
-            results[name].append(await sides[name](f"{prompt} {number}"))
-    return results
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:8.1f} ms"
 
 
 async def main(args: argparse.Namespace) -> None:
