@@ -103,6 +103,8 @@ async def test_denials_reach_the_model_and_patches_follow_decisions(
 ) -> None:
     session = Session("codex", **_options(server, tmp_path))
     work = tmp_path / "work"
+    # The working folder inside a repository: Codex's turn diff names paths from its root.
+    (tmp_path / ".git").mkdir()
     marker, created, edited = work / "marker.txt", work / "created.txt", work / "edited.txt"
     edited.write_text("old line\n")
     server.add(

@@ -696,8 +696,9 @@ class CodexBackend:
     def _turn_diff(self, turn: _Turn, params: dict[str, Any]) -> None:
         """The turn's whole diff so far: report each file whose diff is new, unless a file
         change item of this turn already reported it (with the call that made it)."""
+        root = _repo_root(Path(self._cwd or "."))
         for path, section in _split_git_diff(str(params.get("diff") or "")):
-            absolute = str(Path(self._cwd or ".", path))
+            absolute = str(root / path)
             if absolute in turn.edited_paths or path in turn.edited_paths:
                 continue
             if turn.turn_diffs.get(absolute) != section:
@@ -1127,6 +1128,16 @@ def _split_git_diff(diff: str) -> list[tuple[str, str]]:
         if target:
             found.append((target.group(1), section))
     return found
+
+
+def _repo_root(cwd: Path) -> Path:
+    """Where Codex's turn diff paths start: the nearest folder at or above `cwd` holding a
+    ``.git`` (Codex renders them relative to the repository root, which need not be the
+    working directory), else `cwd`."""
+    for folder in (cwd, *cwd.parents):
+        if (folder / ".git").exists():
+            return folder
+    return cwd
 
 
 def _relative(path: str, cwd: str | None) -> str:
