@@ -394,6 +394,7 @@ def test_start_stop_without_context_manager() -> None:
     assert server.claude_env() == {
         "ANTHROPIC_BASE_URL": url,
         "ANTHROPIC_API_KEY": "scripted-model-key",
+        "ANTHROPIC_MODEL": "scripted-model",  # unpriced: the CLI reports no made-up cost
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     with pytest.raises(RuntimeError):
