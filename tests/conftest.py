@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -117,6 +118,22 @@ async def make_session(
         if not session.is_finished:
             await session.close()
     assert wait_until_gone(pids) == [], "an agent CLI outlived its session"
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_pyenv_lock() -> None:
+    """Many tests end an agent moments after it starts, by design (close, kill -9, dropping
+    the session). An agent's first act is often a login shell (Claude Code snapshots it; tool
+    shells are login shells), and on a machine whose shell profile runs pyenv, a shell killed
+    inside ``pyenv rehash`` leaves its lock file behind: from then on every login shell waits
+    for it, so every later tool call hangs. Clear such a lock when no rehash is running."""
+    lock = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"), "shims", ".pyenv-shim")
+    if not lock.exists():
+        return
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("pyenv-rehash" in part for part in proc.info["cmdline"] or ()):
+            return
+    lock.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
