@@ -92,6 +92,26 @@ def agent_env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+def copilot_env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
+    """Env for the Copilot CLI offline (``copilot --acp`` reads its provider only from these):
+    the scripted server as an OpenAI-format provider, and the CLI's own state in a fresh
+    folder. HOME is left to the caller: a kernel must keep the user's (it finds the installed
+    CLIs below it), an agent started alone may get the fresh folder as well."""
+    home = tmp_path / "copilot-home"
+    home.mkdir()
+    openai = server.openai_env()
+    return {
+        "COPILOT_HOME": str(home),
+        "COPILOT_OFFLINE": "true",
+        "COPILOT_PROVIDER_BASE_URL": openai["OPENAI_BASE_URL"],
+        "COPILOT_PROVIDER_TYPE": "openai",
+        "COPILOT_PROVIDER_API_KEY": openai["OPENAI_API_KEY"],
+        "COPILOT_PROVIDER_WIRE_API": "completions",
+        "COPILOT_MODEL": "gpt-4.1",
+    }
+
+
+@pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()

@@ -55,6 +55,17 @@ class CellRun:
     def of_type(self, *types: str) -> list[dict[str, Any]]:
         return [m for m in self.iopub if m["msg_type"] in types]
 
+    def provenance(self) -> list[dict[str, Any]]:
+        """The turn provenance (the ``agentkernel`` output metadata) of every display and
+        display update, in order: the last is what the saved output ends up recording (a
+        headless turn displays it once; a live view puts it in the update that replaces the
+        widget)."""
+        return [
+            m["content"]["metadata"]["agentkernel"]
+            for m in self.of_type("display_data", "update_display_data")
+            if "agentkernel" in m["content"].get("metadata", {})
+        ]
+
 
 class KernelDriver:
     """Sends execute requests and collects their iopub messages; lets a test act while a cell

@@ -27,29 +27,20 @@ CELL = "%%agent --backend acp --agent copilot"
 
 
 @pytest.fixture
-def copilot_env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
-    """`copilot --acp` pointed at the scripted model (an OpenAI-format provider), with its
-    own state in a fresh folder, and an empty agents file."""
-    home = tmp_path / "copilot-home"
-    home.mkdir()
-    return {
-        "COPILOT_HOME": str(home),
-        "COPILOT_OFFLINE": "true",
-        "COPILOT_PROVIDER_BASE_URL": f"{server.url}/v1",
-        "COPILOT_PROVIDER_TYPE": "openai",
-        "COPILOT_PROVIDER_API_KEY": "dummy",
-        "COPILOT_PROVIDER_WIRE_API": "completions",
-        "COPILOT_MODEL": "gpt-4.1",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
+def config_home(tmp_path: Path) -> Path:
+    """The kernel's XDG_CONFIG_HOME: where its agents file goes (none to begin with)."""
+    return tmp_path / "config"
 
 
 @pytest.fixture
-def kernel(copilot_env: dict[str, str], workspace: Path) -> Iterator[KernelDriver]:
+def kernel(
+    copilot_env: dict[str, str], config_home: Path, workspace: Path
+) -> Iterator[KernelDriver]:
+    """A python3 kernel whose Copilot runs on the scripted model (the kernel keeps the
+    user's HOME: the installed CLIs are found below it)."""
+    env = {**os.environ, **copilot_env, "XDG_CONFIG_HOME": str(config_home)}
     km: KernelManager
-    km, kc = start_new_kernel(
-        kernel_name="python3", env={**os.environ, **copilot_env}, cwd=str(workspace)
-    )
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(workspace))
     driver = KernelDriver(kc)
     loaded = driver.run("%load_ext agentkernel")
     assert loaded.status == "ok", loaded.error
@@ -78,11 +69,7 @@ def test_a_copilot_cell_streams_its_turn(server: ScriptedModelServer, kernel: Ke
     assert streamed and story.startswith(streamed), "streamed text arrives in order, unchanged"
     final = run.outputs("text/plain")
     assert final and story.strip() in final[-1], "the static output holds the whole text"
-    provenance = [
-        m["content"]["metadata"]["agentkernel"]
-        for m in run.of_type("display_data", "update_display_data")
-        if "agentkernel" in m["content"].get("metadata", {})
-    ]
+    provenance = run.provenance()
     assert provenance and provenance[-1]["backend"] == "acp"
 
     server.add(Reply(match="and again", blocks=[text("Same session.")]))
@@ -124,19 +111,15 @@ def test_approval_click_answers_the_running_cell(
         # Copilot ends its turn on a denial: the model is not asked again in this turn.
         assert not marker.exists(), "a denied command ran"
         assert not [r for r in server.requests if r.matched and r.matched.match == "tool_result"]
-    provenance = [
-        m["content"]["metadata"]["agentkernel"]
-        for m in run.of_type("display_data", "update_display_data")
-        if "agentkernel" in m["content"].get("metadata", {})
-    ]
+    provenance = run.provenance()
     assert provenance[-1]["approvals"][0]["behavior"] == choice
     assert provenance[-1]["approvals"][0]["by"] == "user"
 
 
 def test_agent_agents_lists_presets_and_the_agents_file(
-    kernel: KernelDriver, copilot_env: dict[str, str]
+    kernel: KernelDriver, config_home: Path
 ) -> None:
-    agents_file = Path(copilot_env["XDG_CONFIG_HOME"]) / "agentkernel" / "agents.toml"
+    agents_file = config_home / "agentkernel" / "agents.toml"
     listed = kernel.run("%agent agents")
     assert listed.status == "ok", listed.error
     lines = listed.stdout.splitlines()

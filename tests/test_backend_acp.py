@@ -393,25 +393,17 @@ def test_a_malformed_agents_file_names_the_file_and_the_problem(
 
 
 async def test_an_agent_from_the_agents_file_runs_with_its_env(
-    make_session: Callable[..., Session], server: ScriptedModelServer, tmp_path: Path
+    make_session: Callable[..., Session],
+    server: ScriptedModelServer,
+    copilot_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """A name the user defined runs that command, with the file's env: here Copilot under
     another name, pointed at the scripted model only by the file."""
     copilot = find_program("copilot", os.environ)
     if copilot is None:
         pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
-    home = tmp_path / "copilot-home"
-    home.mkdir()
-    variables = {
-        "HOME": str(home),
-        "COPILOT_HOME": str(home),
-        "COPILOT_OFFLINE": "true",
-        "COPILOT_PROVIDER_BASE_URL": f"{server.url}/v1",
-        "COPILOT_PROVIDER_TYPE": "openai",
-        "COPILOT_PROVIDER_API_KEY": "dummy",
-        "COPILOT_PROVIDER_WIRE_API": "completions",
-        "COPILOT_MODEL": "gpt-4.1",
-    }
+    variables = {"HOME": copilot_env["COPILOT_HOME"], **copilot_env}
     table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in variables.items())
     env = _agents_file(
         tmp_path,

@@ -89,11 +89,7 @@ def test_a_notebook_on_another_backend(
     shown = first.stdout + "".join(first.outputs())
     assert not denied.exists() and "denied" in shown.lower()
     assert "Handled the file." in shown
-    provenance = [
-        m["content"]["metadata"]["agentkernel"]
-        for m in first.of_type("display_data")
-        if "agentkernel" in m["content"]["metadata"]
-    ]
+    provenance = first.provenance()
     assert provenance[-1]["backend"] == case.name
     second = driver.run("%%agent -p allow-all\nmake the second file")
     assert second.status == "ok", second.error
@@ -135,11 +131,7 @@ def test_an_approval_click_answers_the_running_cell(
     else:
         assert not clicked.exists(), "the denied command ran"
         assert "not today" in after, "the model did not get the reason"
-    provenance = [
-        m["content"]["metadata"]["agentkernel"]
-        for m in run.of_type("display_data", "update_display_data")
-        if "agentkernel" in m["content"].get("metadata", {})
-    ]
+    provenance = run.provenance()
     assert provenance[-1]["backend"] == case.name
     assert [(a["behavior"], a["by"]) for a in provenance[-1]["approvals"]] == [(choice, "user")]
 

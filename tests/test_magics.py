@@ -48,8 +48,7 @@ def test_headless_turn_prints_text_and_keeps_a_static_output(
     markdown = run.outputs("text/markdown")
     assert markdown and "Hi **there**, from the model." in markdown[-1]
     assert not run.of_type("comm_open"), "a headless run must not open widgets"
-    metadata = [m["content"]["metadata"] for m in run.of_type("display_data")]
-    provenance = [m["agentkernel"] for m in metadata if "agentkernel" in m]
+    provenance = run.provenance()
     assert provenance and provenance[-1]["backend"] == "claude"
     assert provenance[-1]["status"] == "completed"
 
@@ -192,11 +191,7 @@ def test_approval_click_answers_the_running_cell(
         assert not (workspace / "clicked.txt").exists()
         assert "You said no." in final
         assert "not today" in server.requests[-1].last_user_text
-    provenance = [
-        m["content"]["metadata"]["agentkernel"]
-        for m in run.of_type("display_data", "update_display_data")
-        if "agentkernel" in m["content"].get("metadata", {})
-    ]
+    provenance = run.provenance()
     assert provenance[-1]["approvals"][0]["behavior"] == choice
     assert provenance[-1]["approvals"][0]["by"] == "user"
 
