@@ -13,6 +13,7 @@ import pytest
 
 from agentkernel import Session
 from agentkernel.testing import ScriptedModelServer
+from agentkernel.testing.backend_conformance import ACP_COPILOT
 
 _AGENT_MARKERS = (
     "claude_agent_sdk/_bundled",
@@ -93,22 +94,12 @@ def agent_env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def copilot_env(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
-    """Env for the Copilot CLI offline (``copilot --acp`` reads its provider only from these):
-    the scripted server as an OpenAI-format provider, and the CLI's own state in a fresh
-    folder. HOME is left to the caller: a kernel must keep the user's (it finds the installed
-    CLIs below it), an agent started alone may get the fresh folder as well."""
+    """Env for the Copilot CLI offline, as the conformance case runs it: the scripted server
+    as its OpenAI-format provider (``copilot --acp`` reads it only from these variables), and
+    HOME and COPILOT_HOME a fresh folder."""
     home = tmp_path / "copilot-home"
     home.mkdir()
-    openai = server.openai_env()
-    return {
-        "COPILOT_HOME": str(home),
-        "COPILOT_OFFLINE": "true",
-        "COPILOT_PROVIDER_BASE_URL": openai["OPENAI_BASE_URL"],
-        "COPILOT_PROVIDER_TYPE": "openai",
-        "COPILOT_PROVIDER_API_KEY": openai["OPENAI_API_KEY"],
-        "COPILOT_PROVIDER_WIRE_API": "completions",
-        "COPILOT_MODEL": "gpt-4.1",
-    }
+    return dict(ACP_COPILOT.session_options(server, home)["env"])
 
 
 @pytest.fixture

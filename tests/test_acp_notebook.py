@@ -36,9 +36,10 @@ def config_home(tmp_path: Path) -> Path:
 def kernel(
     copilot_env: dict[str, str], config_home: Path, workspace: Path
 ) -> Iterator[KernelDriver]:
-    """A python3 kernel whose Copilot runs on the scripted model (the kernel keeps the
-    user's HOME: the installed CLIs are found below it)."""
-    env = {**os.environ, **copilot_env, "XDG_CONFIG_HOME": str(config_home)}
+    """A python3 kernel whose Copilot runs on the scripted model. The kernel keeps the
+    user's HOME: it finds the installed CLIs below it."""
+    copilot = {name: value for name, value in copilot_env.items() if name != "HOME"}
+    env = {**os.environ, **copilot, "XDG_CONFIG_HOME": str(config_home)}
     km: KernelManager
     km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(workspace))
     driver = KernelDriver(kc)

@@ -403,8 +403,7 @@ async def test_an_agent_from_the_agents_file_runs_with_its_env(
     copilot = find_program("copilot", os.environ)
     if copilot is None:
         pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
-    variables = {"HOME": copilot_env["COPILOT_HOME"], **copilot_env}
-    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in variables.items())
+    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in copilot_env.items())
     env = _agents_file(
         tmp_path,
         f'[agents.pilot]\ncommand = {json.dumps(copilot)}\nargs = ["--acp"]\nenv = {{ {table} }}\n',
