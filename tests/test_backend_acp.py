@@ -57,12 +57,13 @@ def acp_session(make_session: Callable[..., Session]) -> Callable[..., Session]:
     return make
 
 
-def _client(session: Session) -> Any:
-    """The client half of the session's connected ACP backend (what the agent's requests
-    reach)."""
+async def _connected_client(session: Session) -> tuple[Any, str | None]:
+    """Connect `session`; the client half of its ACP backend (what the agent's requests
+    reach) and the agent's session id (what those requests name)."""
+    await session.connect()
     backend = session._core.backend
     assert isinstance(backend, AcpBackend)
-    return backend._client
+    return backend._client, session.backend_session_id
 
 
 def _on_agent_loop(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -174,9 +175,7 @@ async def test_client_files_stay_inside_the_working_directory(
     acp_session: Callable[..., Session], workspace: Path, tmp_path: Path
 ) -> None:
     session = acp_session(permission_mode="allow-all")
-    await session.connect()
-    client = _client(session)
-    sid = session.backend_session_id
+    client, sid = await _connected_client(session)
 
     await _on_agent_loop(client.write_text_file(sid, str(workspace / "sub/new.txt"), "a\nb\nc\n"))
     assert (workspace / "sub/new.txt").read_text() == "a\nb\nc\n"
@@ -203,9 +202,7 @@ async def test_a_write_nobody_allowed_is_refused_with_the_reason(
     """Nothing can ask a person here (no handler, no turn): the policy denies, and the agent
     receives that denial's reason as the error message of its request."""
     session = acp_session(permission_mode="allow-reads")
-    await session.connect()
-    client = _client(session)
-    sid = session.backend_session_id
+    client, sid = await _connected_client(session)
     target = workspace / "kept-out.txt"
 
     error = await _refused(client.write_text_file(sid, str(target), "nope"))
@@ -227,9 +224,7 @@ async def test_terminals_run_in_the_working_directory_and_end_with_the_session(
     acp_session: Callable[..., Session], workspace: Path, tmp_path: Path
 ) -> None:
     session = acp_session(permission_mode="allow-all")
-    await session.connect()
-    client = _client(session)
-    sid = session.backend_session_id
+    client, sid = await _connected_client(session)
 
     made = await _on_agent_loop(client.create_terminal(sid, "sh", ["-c", "pwd; echo hi"]))
     exited = await _on_agent_loop(client.wait_for_terminal_exit(sid, made.terminal_id))
