@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from jupyter_client.manager import KernelManager, start_new_kernel
 
 from agentkernel import Session
 from agentkernel.testing import ScriptedModelServer
 from agentkernel.testing.backend_conformance import ACP_COPILOT
+
+from .kernel_client import KernelDriver
 
 _AGENT_MARKERS = (
     "claude_agent_sdk/_bundled",
@@ -72,6 +76,26 @@ def running(command_line: str) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+@contextmanager
+def agent_kernel(
+    env: dict[str, str], cwd: Path, *setup: str
+) -> Iterator[tuple[KernelManager, KernelDriver]]:
+    """A stock python3 kernel, as a notebook starts it, with ``%load_ext agentkernel`` and
+    then `setup` run. On leaving it is shut down, and no agent CLI it started may outlive it
+    (its agents end with their kernel)."""
+    before = {p.pid for p in agent_processes()}
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(cwd))
+    driver = KernelDriver(kc)
+    try:
+        driver.prepare("%load_ext agentkernel", *setup)
+        yield km, driver
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    leftover = [p.pid for p in agent_processes() if p.pid not in before]
+    assert wait_until_gone(leftover) == [], "an agent CLI outlived the kernel"
 
 
 @pytest.fixture

@@ -136,6 +136,13 @@ class KernelDriver:
     ) -> CellRun:
         return self.finish(self.start(code, allow_stdin=allow_stdin, cell_id=cell_id), timeout)
 
+    def prepare(self, *lines: str) -> None:
+        """Run `lines` (``%load_ext``, ``%config``) as a notebook's first cells: a test that
+        relies on them fails at the first that errors, with that line and its error."""
+        for line in lines:
+            ran = self.run(line)
+            assert ran.status == "ok", f"{line}: {ran.error}"
+
     def announce_widget_support(self) -> None:
         """What a front end with a widget manager (JupyterLab, Notebook 7) does on connecting:
         open the ``jupyter.widget.control`` comm to fetch the kernel's widgets."""

@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import KernelManager, start_new_kernel
 
 from agentkernel.backends._acp_agents import find_program
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
-from .conftest import agent_processes, wait_until_gone
+from .conftest import agent_kernel
 from .kernel_client import KernelDriver, has_widget, widget_id
 
 COPILOT = find_program("copilot", os.environ)
@@ -40,17 +39,8 @@ def kernel(
     user's HOME: it finds the installed CLIs below it."""
     copilot = {name: value for name, value in copilot_env.items() if name != "HOME"}
     env = {**os.environ, **copilot, "XDG_CONFIG_HOME": str(config_home)}
-    km: KernelManager
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(workspace))
-    driver = KernelDriver(kc)
-    loaded = driver.run("%load_ext agentkernel")
-    assert loaded.status == "ok", loaded.error
-    before = {p.pid for p in agent_processes()}
-    yield driver
-    kc.stop_channels()
-    km.shutdown_kernel(now=False)
-    leftover = [p.pid for p in agent_processes() if p.pid not in before]
-    assert wait_until_gone(leftover) == [], "an agent process outlived the kernel"
+    with agent_kernel(env, workspace) as (_, driver):
+        yield driver
 
 
 def test_a_copilot_cell_streams_its_turn(server: ScriptedModelServer, kernel: KernelDriver) -> None:

@@ -13,41 +13,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.manager import start_new_kernel
 
 from agentkernel.testing import Reply, ScriptedModelServer, text
 from agentkernel.testing.backend_conformance import CASES, BackendCase
 
-from .conftest import agent_processes, alive, running, wait_until_gone
+from .conftest import agent_kernel, agent_processes, alive, running
 from .kernel_client import KernelDriver, has_widget, widget_id
 
 OTHERS = [case for case in CASES if case.name in ("codex", "copilot")]
 
 
-def _configured_kernel(
-    case: BackendCase, server: ScriptedModelServer, tmp_path: Path, workspace: Path
-) -> tuple[KernelManager, KernelDriver]:
-    """A stock python3 kernel whose ``%%agent`` cells run the case's backend on the server,
-    configured as a user would (``%config``)."""
+def _configuration(case: BackendCase, server: ScriptedModelServer, tmp_path: Path) -> list[str]:
+    """The lines that make a stock python3 kernel's ``%%agent`` cells run the case's backend
+    on the server, configured as a user would (``%config``)."""
     if reason := case.missing():
         pytest.skip(reason)
     config = tmp_path / "agent-config"
     config.mkdir()
     options = case.session_options(server, config)
     model = options.pop("model", None)
-    km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ), cwd=str(workspace))
-    driver = KernelDriver(kc)
-    setup = [
-        "%load_ext agentkernel",
+    lines = [
         f"%config AgentMagics.default_backend = {case.name!r}",
         f"%config AgentMagics.session_options = {options!r}",
     ]
     if model:
-        setup.append(f"%config AgentMagics.default_model = {model!r}")
-    for line in setup:
-        ran = driver.run(line)
-        assert ran.status == "ok", f"{line}: {ran.error}"
-    return km, driver
+        lines.append(f"%config AgentMagics.default_model = {model!r}")
+    return lines
 
 
 @pytest.fixture
@@ -57,16 +49,10 @@ def notebook(
     tmp_path: Path,
     workspace: Path,
 ) -> Iterator[KernelDriver]:
-    """`_configured_kernel` for the case, shut down and checked for agents left behind."""
-    before = {p.pid for p in agent_processes()}
-    km, driver = _configured_kernel(request.param, server, tmp_path, workspace)
-    try:
+    """A kernel configured for the case, shut down and checked for agents left behind."""
+    setup = _configuration(request.param, server, tmp_path)
+    with agent_kernel(dict(os.environ), workspace, *setup) as (_, driver):
         yield driver
-    finally:
-        driver.client.stop_channels()
-        km.shutdown_kernel(now=False)
-    leftover = [p.pid for p in agent_processes() if p.pid not in before]
-    assert wait_until_gone(leftover) == [], "an agent outlived the kernel"
 
 
 @pytest.mark.parametrize("notebook", OTHERS, ids=lambda case: case.name, indirect=True)
@@ -148,8 +134,11 @@ def test_kill_9_of_the_kernel_during_a_tool_leaves_nothing_after_a_second(
         Reply(match="wait a while", blocks=[case.shell("sh wait.sh")], times=0),
         Reply(match="tool_result", blocks=[text("Waited.")], times=0),
     )
-    km, driver = _configured_kernel(case, server, tmp_path, workspace)
+    setup = _configuration(case, server, tmp_path)
+    km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ), cwd=str(workspace))
+    driver = KernelDriver(kc)
     try:
+        driver.prepare("%load_ext agentkernel", *setup)
         driver.client.execute("%%agent -p allow-all\nwait a while")
         deadline = time.monotonic() + 120
         while not running(tool) and time.monotonic() < deadline:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
-from .conftest import agent_processes, wait_until_gone
+from .conftest import agent_kernel
 from .kernel_client import KernelDriver, has_widget, widget_id
 
 
@@ -23,17 +23,8 @@ from .kernel_client import KernelDriver, has_widget, widget_id
 def kernel(
     agent_env: dict[str, str], workspace: Path
 ) -> Iterator[tuple[KernelManager, KernelDriver]]:
-    env = {**os.environ, **agent_env}
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(workspace))
-    driver = KernelDriver(kc)
-    loaded = driver.run("%load_ext agentkernel")
-    assert loaded.status == "ok", loaded.error
-    before = {p.pid for p in agent_processes()}
-    yield km, driver
-    kc.stop_channels()
-    km.shutdown_kernel(now=False)
-    leftover = [p.pid for p in agent_processes() if p.pid not in before]
-    assert wait_until_gone(leftover) == [], "an agent CLI outlived the kernel"
+    with agent_kernel({**os.environ, **agent_env}, workspace) as started:
+        yield started
 
 
 def test_headless_turn_prints_text_and_keeps_a_static_output(
