@@ -445,12 +445,15 @@ class _Core:
             except Exception as exc:
                 self._store_failed(store, exc)
             else:
-                if self.store_warned and store.healthy:
-                    self.store_warned = False
+                if self.store_warned or store.problem is not None:
+                    self._store_state(store)
         if current is not None:
-            current.record.events += events
+            record = current.record
+            record.events += events
             if isinstance(events[-1], TurnEnded):
                 current.ended = True
+                if record.status == "running":  # (a refused turn is already settled)
+                    self._finish_record(record)  # final before anyone sees the TurnEnded
             if current.sink is not None:
                 current.sink(events)
         if self.subscriptions:
@@ -537,8 +540,17 @@ class _Core:
         except Exception as exc:
             self._store_failed(store, exc)
         else:
-            if self.store_warned and store.healthy:
-                self.store_warned = False
+            self._store_state(store)
+
+    def _store_state(self, store: Store) -> None:
+        """Warn once a spell that the store cannot write (found by a queued write, which the
+        store's own thread made), and be ready to warn again once it works."""
+        problem = store.problem
+        if problem is None:
+            self.store_warned = False
+        elif not self.store_warned:
+            self.store_warned = True
+            warnings.warn(StoreWarning(problem), stacklevel=4)
 
     def _store_failed(self, store: Store, exc: Exception) -> None:
         if isinstance(exc, StoreWriteError):
@@ -676,6 +688,7 @@ class _Core:
         result = await backend.close() if backend is not None else CloseResult(None)
         self.state = "closed" if final else "disconnected"
         self.close_result = result
+        self.persist(Store.flush)  # the queued end of the last turn is on disk when this returns
         return result
 
     def kill(self) -> None:
@@ -745,11 +758,10 @@ class _Core:
         self.current = turn
         self.redact = redactor(self.config.env)
         self.streams.redactor = self.redact
-        # The turn's row is written while the prompt travels to the agent, not before.
-        started_row = asyncio.get_running_loop().run_in_executor(
-            None,
-            self.persist,
-            lambda s: s.start_turn(self.session_id, record.number, record.prompt),
+        # Queued, not written: the store's thread writes the turn's row with its first events,
+        # while the prompt travels to the agent.
+        self.persist(
+            lambda s: s.start_turn(self.session_id, record.number, record.prompt, wait=False)
         )
         refusal = self._budget_refusal()
         if refusal:
@@ -758,7 +770,12 @@ class _Core:
             self.emit(TurnEnded(stop_reason="budget", is_error=True))
             self.persist(
                 lambda s: s.end_turn(
-                    self.session_id, record.number, "refused", error=refusal, stop_reason="budget"
+                    self.session_id,
+                    record.number,
+                    "refused",
+                    error=refusal,
+                    stop_reason="budget",
+                    wait=False,
                 )
             )
             raise BudgetExceededError(refusal)
@@ -779,8 +796,6 @@ class _Core:
                 self.emit(
                     TurnEnded(stop_reason="interrupted", duration_s=time.monotonic() - started)
                 )
-        await started_row
-        self._finish_record(record)
         await self.hooks.turn_ended(record)
         return record
 
@@ -808,7 +823,11 @@ class _Core:
                 self.state = "new"
 
     def _finish_record(self, record: TurnRecord) -> None:
-        ended = next(e for e in reversed(record.events) if isinstance(e, TurnEnded))
+        """Settle the record from its TurnEnded (the last event) and queue its end for the
+        store: when the turn's consumer, a subscriber or ``history`` sees the TurnEnded, the
+        record already says how the turn ended."""
+        ended = record.events[-1]
+        assert isinstance(ended, TurnEnded)
         # A retry notice followed by success does not make the turn an error; nor does
         # reaching the budget the user set: that is a stop, not a failure.
         errors = [
@@ -838,12 +857,15 @@ class _Core:
                 model_calls=record.model_calls,
                 error=record.error,
                 stop_reason=record.stop_reason,
+                wait=False,
             )
         )
 
     def _budget_refusal(self) -> str | None:
-        spent = self.totals()
         budget_usd = self.config.max_budget_usd
+        if budget_usd is None and self.max_tokens is None:
+            return None
+        spent = self.totals()
         if budget_usd is not None and spent.cost_usd >= budget_usd:
             return (
                 f"budget reached: this session has spent ${spent.cost_usd:.4f} of its "
@@ -1336,7 +1358,10 @@ class Session:
                     if isinstance(event, TurnEnded):
                         finished = True
                         break
-            await asyncio.wrap_future(running)
+            if running.done():  # (mostly: the turn is over once its TurnEnded is out)
+                running.result()
+            else:
+                await asyncio.wrap_future(running)
         finally:
             if not finished and not running.done():
                 _runtime.submit(self._core.interrupt())

@@ -16,19 +16,22 @@ retries within the busy timeout: kernels started together all open the file.
 Writes are kept cheap by batching: `Store.append` only queues the event; a flusher thread
 writes the queue in one transaction when it holds `batch_size` events (1,000) or its oldest
 event is `flush_interval` seconds old (0.1 s, so a process killed with SIGKILL loses at most that
-last stretch), and the other writes (`start_turn`, `end_turn`, ...) write it at once, with
-themselves. So a turn of 10,000 streamed deltas costs at most 10,000 / 1,000 = 10 commits plus
-one per 0.1 s it streamed, not 10,000; and the flusher thread wakes as rarely (each wake-up
-takes the GIL from the thread streaming the deltas). Within a batch, a run of consecutive
-deltas of one stream is one row (every delta's seq, timestamp and text inside it; `events`
-returns them one by one again), so the rows a turn costs do not grow with its deltas either.
-``synchronous=NORMAL``: a commit survives
-the process dying at any moment; only a power cut can lose the last commits.
+last stretch), and the other writes (`update_session`, ...) write it at once, with themselves.
+A session's own turn writes (`start_turn` and `end_turn` with ``wait=False``) are queued in
+order too, so its event loop never waits on the disk: the start of a turn goes in with the
+turn's first batch, and the end of a turn makes the flusher write at once. So a turn of 10,000
+streamed deltas costs at most 10,000 / 1,000 = 10 commits plus one per 0.1 s it streamed, not
+10,000; and the flusher thread wakes as rarely (each wake-up takes the GIL from the thread
+streaming the deltas). Within a batch, a run of consecutive deltas of one stream is one row
+(every delta's seq, timestamp and text inside it; `events` returns them one by one again), so
+the rows a turn costs do not grow with its deltas either. ``synchronous=NORMAL``: a commit
+survives the process dying at any moment; only a power cut can lose the last commits.
 
 When the file cannot be written (locked past the timeout, disk full, I/O error), nothing is
 dropped: every write stays queued, in order, and is retried with a growing pause (reconnecting
 to the file), while the session carries on. The write that found the problem raises
-`StoreWriteError`, which says what is not stored yet; `Store.healthy` and `Store.problem` tell
+`StoreWriteError`, which says what is not stored yet (a queued write that finds it sets
+`problem`, which the session reports as a `StoreWarning`); `Store.healthy` and `Store.problem` tell
 the state, and the next successful write clears it.
 
 A turn records the pid, host and process start time of the process that runs it. When a store
@@ -330,6 +333,8 @@ class Store:
         self._lock = threading.Lock()  # guards _oldest, _closed and the flusher's sleep
         self._wake = threading.Condition(self._lock)
         self._oldest = 0.0
+        self._due_now = False
+        """A queued write asked to be written at once (the end of a turn)."""
         self._closed = False
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -502,12 +507,15 @@ class Store:
 
     # -- turns and events ----------------------------------------------------------------
 
-    def start_turn(self, session_id: str, number: int, prompt: str) -> None:
-        """Record that this process runs turn `number` of the session (status ``running``)."""
+    def start_turn(self, session_id: str, number: int, prompt: str, *, wait: bool = True) -> None:
+        """Record that this process runs turn `number` of the session (status ``running``).
+        ``wait=False`` queues the write behind the queued events instead (the flusher thread
+        writes it with the turn's first batch); a failure is then recorded in `problem`, not
+        raised."""
         now = time.time()
         pid = os.getpid()
         row = (session_id, number, _column_text(redactor().text(prompt)), now, pid, _HOST)
-        started = _process_start(pid)
+        started = _own_start(pid)
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -521,7 +529,11 @@ class Store:
             )
             conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
 
-        self._write(_Write(f"the start of turn {number} of session {session_id[:8]}", insert))
+        write = _Write(f"the start of turn {number} of session {session_id[:8]}", insert)
+        if wait:
+            self._write(write)
+        else:
+            self._enqueue(write, now=False)
 
     def append(self, event: Event) -> None:
         """Queue an event (stamped with its session, turn and seq) for the next batch. It is
@@ -548,6 +560,22 @@ class Store:
                     self._oldest = time.monotonic()
                 self._wake.notify()
 
+    def _enqueue(self, write: _Write, *, now: bool) -> None:
+        """Queue `write` behind what is queued, for the flusher thread: written with the next
+        batch, or at once if `now` (a failing store is then retried at once too, as a write
+        made by the caller would be)."""
+        if self._closed:
+            raise ValueError(f"{self!r} is closed")
+        queue = self._queue
+        first = not queue
+        queue.append(write)
+        with self._wake:
+            if first:
+                self._oldest = time.monotonic()
+            if now:
+                self._due_now = True
+            self._wake.notify()
+
     def end_turn(
         self,
         session_id: str,
@@ -558,9 +586,15 @@ class Store:
         model_calls: int = 0,
         error: str | None = None,
         stop_reason: str | None = None,
+        *,
+        wait: bool = True,
     ) -> None:
         """Record how the turn ended and add its usage to the session's. Every event appended
-        before this call is written in the same transaction: durable when this returns."""
+        before this call is written in the same transaction: durable when this returns.
+        ``wait=False`` hands that transaction to the flusher thread, which writes it at once
+        (retrying a failing store at once too) while the caller carries on; a failure is then
+        recorded in `problem`, not raised. Reads (`turns`, `events`, ...) write what is
+        queued first, so they see it either way."""
         if status not in TURN_STATUSES or status == "running":
             raise ValueError(f"a turn ends as one of {TURN_STATUSES[1:]}, not {status!r}")
         usage = usage or Usage()
@@ -607,7 +641,11 @@ class Store:
                 (now, *added, session_id),
             )
 
-        self._write(_Write(f"the end of turn {number} of session {session_id[:8]}", record))
+        write = _Write(f"the end of turn {number} of session {session_id[:8]}", record)
+        if wait:
+            self._write(write)
+        else:
+            self._enqueue(write, now=True)
 
     def set_replay_key(
         self, session_id: str, number: int, key: str, replayed_from: str | None = None
@@ -774,8 +812,12 @@ class Store:
                     if self._closed:
                         return
                     if not self._queue:
+                        self._due_now = False
                         self._wake.wait()
                         continue
+                    if self._due_now:
+                        self._due_now = False
+                        break
                     if self.problem is not None:
                         due = self._retry_at
                     elif len(self._queue) >= self.batch_size:
@@ -790,7 +832,11 @@ class Store:
                 self._write()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of a read, after writing what is queued (a turn's queued start or end must be
+        seen); a failing store is read as it is (`problem` says what is not in it yet)."""
         params = [_column_text(p) if isinstance(p, str) else p for p in params]
+        with contextlib.suppress(StoreWriteError):
+            self.flush()
         with self._db:
             cursor = self._conn.cursor()
             cursor.row_factory = sqlite3.Row
@@ -1231,6 +1277,12 @@ def _event(row: tuple[Any, ...]) -> Event:
 # -- processes -------------------------------------------------------------------------------
 
 _HOST = socket.gethostname()
+
+
+@functools.lru_cache(maxsize=1)
+def _own_start(pid: int) -> str | None:
+    """`_process_start` of this process (`pid`: a forked child asks anew), read once."""
+    return _process_start(pid)
 
 
 def _process_start(pid: int) -> str | None:

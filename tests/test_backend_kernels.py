@@ -123,11 +123,6 @@ def test_the_variant_kernel_answers_two_turns_of_one_session(
     assert "My favourite colour is teal." in request and "Noted: teal." in request, (
         "the second turn's request does not carry the first turn"
     )
-    provenance = [
-        m["content"]["metadata"]["agentkernel"]
-        for m in second.of_type("display_data")
-        if "agentkernel" in m["content"]["metadata"]
-    ]
-    assert provenance[-1]["backend"] == case.name
+    assert second.provenance()[-1]["backend"] == case.name
     listing = driver.run("%agent list").stdout
     assert case.name in listing

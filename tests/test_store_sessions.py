@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,12 +212,45 @@ async def test_a_broken_store_warns_once_and_the_session_carries_on(
     await second.close()
 
 
+async def test_a_turn_never_waits_for_the_stores_write_lock(
+    server: ScriptedModelServer, make_session: MakeSession, tmp_path: Path
+) -> None:
+    """Another process holds the write lock (for less than the busy timeout): the turn runs
+    and returns while the lock is held, its start, events and end queued for the store's own
+    thread, which writes them, in order, once the lock is gone; nothing warns meanwhile."""
+    server.add(Reply(blocks=[text("not held up")], times=0))
+    store = Store(tmp_path / "busy.db", busy_timeout=60)
+    session = make_session(store=store)
+    await session.send("one")
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", StoreWarning)
+            record = await session.send("two")
+        assert record.text == "not held up" and record.status == "completed"
+        assert blocker.in_transaction
+        (count,) = blocker.execute(
+            "SELECT count(*) FROM turns WHERE session_id = ?", (session.id,)
+        ).fetchone()
+        assert count == 1, "turn two was written past another process's write lock"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    turns = store.turns(session.id)  # a read writes what is queued first
+    assert [(t.number, t.status) for t in turns] == [(1, "completed"), (2, "completed")]
+    assert [e.seq for e in store.events(session.id, 2)] == [e.seq for e in record.events]
+    await session.close()
+    store.close()
+
+
 async def test_a_store_that_fails_mid_session_catches_up_and_warns_once(
     server: ScriptedModelServer, make_session: MakeSession, tmp_path: Path
 ) -> None:
-    """Another process holds the store's write lock for two turns: one warning says what is
-    not stored yet, the session goes on with the same store (not memory only), and when the
-    lock is gone every turn and event of those turns goes in."""
+    """Another process holds the store's write lock for two turns: the store's own thread
+    finds it writing the end of the first, the next turn says so in one warning (what is not
+    stored yet), the session goes on with the same store (not memory only), and when the lock
+    is gone every turn and event of those turns goes in."""
     server.add(Reply(blocks=[text("fine")], times=0))
     store = Store(tmp_path / "flaky.db", busy_timeout=0.05)
     session = make_session(store=store)
@@ -226,6 +260,10 @@ async def test_a_store_that_fails_mid_session_catches_up_and_warns_once(
     try:
         with pytest.warns(StoreWarning, match="not stored yet") as caught:
             await session.send("two")
+            deadline = time.monotonic() + 30
+            while store.healthy:
+                assert time.monotonic() < deadline, "the store's thread never tried to write"
+                time.sleep(0.01)
             await session.send("three")
         warned = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
         assert len(warned) == 1 and "database is locked" in warned[0]
@@ -234,6 +272,7 @@ async def test_a_store_that_fails_mid_session_catches_up_and_warns_once(
         blocker.execute("ROLLBACK")
         blocker.close()
     await session.send("four")  # the store works again: what waited goes in first
+    store.flush()  # (the store's own thread writes the end of a turn as it ends: wait for it)
     assert store.healthy
     turns = store.turns(session.id)
     assert [(t.number, t.prompt, t.status) for t in turns] == [
