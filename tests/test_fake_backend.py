@@ -119,3 +119,20 @@ async def test_a_write_to_the_open_notebook_is_always_asked_with_a_warning(tmp_p
     await session.send("asked now")
     assert len(asked) == 1 and "bypasses the live document" in (asked[0].reason or "")
     await session.close()
+
+
+def test_the_record_is_settled_before_anyone_sees_its_turn_ended() -> None:
+    """A handler of turn_ended (here on the session's own thread, registered outside any loop,
+    so it runs the moment the event is emitted) reads the record: it already says how the
+    turn ended, not "running"."""
+    session = fake(FakeTurn("hi", [Say("hello")]))
+    seen: list[tuple[str, str | None, bool]] = []
+
+    def handler(event: object) -> None:
+        record = session.history[-1]
+        seen.append((record.status, record.stop_reason, record.usage == event.usage))  # type: ignore[attr-defined]
+
+    session.on("turn_ended", handler)
+    session.sync.send("hi")
+    assert seen == [("completed", "end_turn", True)]
+    session.sync.close()
