@@ -296,14 +296,18 @@ class StreamRedactor:
     def feed_run(self, key: Hashable, pieces: list[str]) -> list[str]:
         """`feed` each of `pieces` in turn, returning what each released, with one regex
         search for the lot unless it holds a secret: text that holds nothing to redact is
-        released as it came (the same string objects), up to the possible beginning of a
-        secret at its end, which is held back as `feed` would."""
+        released as it came (the same string objects; `pieces` itself when all of it is),
+        up to the possible beginning of a secret at its end, which is held back as `feed`
+        would."""
         if not pieces:
             return []
         context, held = self._streams.get(key, _NOTHING)
         text = context + held + "".join(pieces)
         start = len(context)
         match = self.redactor._stream.search(text, start)
+        if match is None and not held:  # most runs: all of it released as it came
+            self._streams[key] = (text[-1:], "")
+            return pieces
         if match is None:
             cut = len(text)
         elif match.lastgroup[0] == "o":  # type: ignore[index]  # may still become a secret

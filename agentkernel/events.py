@@ -16,8 +16,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 __all__ = [
     "ERROR_KINDS",
@@ -50,6 +51,8 @@ __all__ = [
     "Usage",
     "UsageUpdate",
     "event_from_dict",
+    "text_delta",
+    "thinking_delta",
 ]
 
 ToolKind = Literal[
@@ -192,6 +195,9 @@ class TurnStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TextDelta(Event):
+    """A piece of streamed text. Backends build them with `text_delta`, at a third of the
+    cost of the constructor."""
+
     type: ClassVar[str] = "text_delta"
     text: str
 
@@ -206,6 +212,8 @@ class Text(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ThinkingDelta(Event):
+    """A piece of streamed reasoning (built with `thinking_delta`, as `TextDelta`)."""
+
     type: ClassVar[str] = "thinking_delta"
     text: str
 
@@ -461,3 +469,44 @@ class Other(Event):
     type: ClassVar[str] = "other"
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+_Delta = TypeVar("_Delta", TextDelta, ThinkingDelta)
+
+
+def _delta_constructor(cls: type[_Delta], name: str) -> Callable[[str, str | None], _Delta]:
+    """``cls(text=text, parent_tool_use_id=parent)``, made the fast way. Why: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__`` after parsing
+    keywords (1.4 us here), and a streamed reply is thousands of deltas a second; an instance
+    given its ``__dict__`` whole costs a third of that, and the session then stamps the
+    envelope into that dict. The fields are checked here, once, so a field added to the class
+    cannot be left out."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if names != ["session_id", "turn", "seq", "timestamp", "parent_tool_use_id", "text"]:
+        raise TypeError(f"{cls.__name__}'s fields changed ({names}): update _delta_constructor")
+    new, set_dict, now = object.__new__, object.__setattr__, time.time
+
+    def make(text: str, parent_tool_use_id: str | None = None) -> _Delta:
+        event = new(cls)
+        set_dict(
+            event,
+            "__dict__",
+            {
+                "session_id": "",
+                "turn": 0,
+                "seq": 0,
+                "timestamp": now(),
+                "parent_tool_use_id": parent_tool_use_id,
+                "text": text,
+            },
+        )
+        return event
+
+    make.__name__ = make.__qualname__ = name
+    return make
+
+
+text_delta = _delta_constructor(TextDelta, "text_delta")
+"""``text_delta(text, parent_tool_use_id=None)``: a `TextDelta`, fast."""
+thinking_delta = _delta_constructor(ThinkingDelta, "thinking_delta")
+"""``thinking_delta(text, parent_tool_use_id=None)``: a `ThinkingDelta`, fast."""

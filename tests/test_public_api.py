@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 import agentkernel
 import agentkernel.testing
 from agentkernel import Session
+from agentkernel.events import TextDelta, ThinkingDelta, text_delta, thinking_delta
 
 PUBLIC = {
     "AgentKernelError", "BudgetExceededError", "Compaction", "Decision", "Error", "Event",
@@ -44,3 +49,15 @@ def test_session_attributes() -> None:
 def test_testing_exports_resolve() -> None:
     assert all(hasattr(agentkernel.testing, name) for name in agentkernel.testing.__all__)
     assert {"ScriptedModelServer", "Reply", "FakeBackend"} <= set(agentkernel.testing.__all__)
+
+
+def test_the_fast_delta_constructors_make_the_classes_events() -> None:
+    """`events.text_delta` / `thinking_delta` (what backends build deltas with) give the very
+    events the constructors give: equal, frozen, the same JSON."""
+    for make, cls in ((text_delta, TextDelta), (thinking_delta, ThinkingDelta)):
+        fast = make("a piece", "toolu_1")
+        slow = cls(text="a piece", parent_tool_use_id="toolu_1", timestamp=fast.timestamp)
+        assert type(fast) is cls and fast == slow and fast.to_dict() == slow.to_dict()
+        assert make("alone").parent_tool_use_id is None
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.text = "changed"  # type: ignore[misc]

@@ -41,13 +41,13 @@ from ..events import (
     PlanUpdate,
     SessionStarted,
     Text,
-    TextDelta,
     Thinking,
-    ThinkingDelta,
     ToolCall,
     ToolResult,
     TurnEnded,
     Usage,
+    text_delta,
+    thinking_delta,
 )
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
 from ._acp_agents import AgentPreset, describe_agents, find_program, load_agents
@@ -478,7 +478,7 @@ class AcpBackend:
         assert self._host is not None
         if turn.held is not None:
             turn.buffer.append(turn.held)
-            self._host.emit(TextDelta(text=turn.held))
+            self._host.emit(text_delta(turn.held))
             turn.held = None
 
     def _flush(self, turn: _Turn) -> None:
@@ -556,7 +556,7 @@ class AcpBackend:
         elif content.text:
             turn.buffer.append(content.text)
             self._host.emit(
-                TextDelta(text=content.text) if kind == "text" else ThinkingDelta(text=content.text)
+                text_delta(content.text) if kind == "text" else thinking_delta(content.text)
             )
 
     def tool(

@@ -37,14 +37,14 @@ from ..events import (
     SessionStarted,
     StopReason,
     Text,
-    TextDelta,
     Thinking,
-    ThinkingDelta,
     ToolCall,
     ToolKind,
     ToolResult,
     TurnEnded,
     Usage,
+    text_delta,
+    thinking_delta,
 )
 from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
@@ -451,10 +451,10 @@ class ClaudeBackend:
             delta = event.get("delta", {})
             delta_kind = delta.get("type")
             if delta_kind == "text_delta":
-                self._host.emit(TextDelta(text=delta.get("text", ""), parent_tool_use_id=parent))
+                self._host.emit(text_delta(delta.get("text", ""), parent))
             elif delta_kind == "thinking_delta":
                 thought = delta.get("thinking", "")
-                self._host.emit(ThinkingDelta(text=thought, parent_tool_use_id=parent))
+                self._host.emit(thinking_delta(thought, parent))
         return 0
 
     def _assistant(self, message: sdk.AssistantMessage) -> None:

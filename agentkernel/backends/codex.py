@@ -100,6 +100,8 @@ from ..events import (
     TurnEnded,
     Usage,
     UsageUpdate,
+    text_delta,
+    thinking_delta,
 )
 from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
@@ -909,11 +911,11 @@ class CodexBackend:
             log.info("could not pass the denial reason to Codex: %s", exc)
 
 
-def _on_delta(kind: type[TextDelta] | type[ThinkingDelta]) -> Callable[..., None]:
+def _on_delta(make: Callable[[str], TextDelta | ThinkingDelta]) -> Callable[..., None]:
     def handler(backend: CodexBackend, turn: _Turn, params: dict[str, Any]) -> None:
         delta = params.get("delta")
         if isinstance(delta, str) and delta:
-            backend._emit(kind(text=delta))
+            backend._emit(make(delta))
 
     return handler
 
@@ -946,9 +948,9 @@ def _on_plan(backend: CodexBackend, turn: _Turn, params: dict[str, Any]) -> None
 
 
 _HANDLERS: dict[str, Callable[[CodexBackend, _Turn, dict[str, Any]], None]] = {
-    "item/agentMessage/delta": _on_delta(TextDelta),
-    "item/reasoning/summaryTextDelta": _on_delta(ThinkingDelta),
-    "item/reasoning/textDelta": _on_delta(ThinkingDelta),
+    "item/agentMessage/delta": _on_delta(text_delta),
+    "item/reasoning/summaryTextDelta": _on_delta(thinking_delta),
+    "item/reasoning/textDelta": _on_delta(thinking_delta),
     "item/reasoning/summaryPartAdded": _on_summary_part,
     "item/commandExecution/outputDelta": _on_output,
     "item/started": CodexBackend._item_started,

@@ -55,15 +55,15 @@ from ..events import (
     SessionStarted,
     StopReason,
     Text,
-    TextDelta,
     Thinking,
-    ThinkingDelta,
     ToolCall,
     ToolKind,
     ToolResult,
     TurnEnded,
     Usage,
     UsageUpdate,
+    text_delta,
+    thinking_delta,
 )
 from ..tools import Tool
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
@@ -456,7 +456,7 @@ class CopilotBackend:
 
     def _on_text_delta(self, data: Any) -> None:
         if not data.parent_tool_call_id and data.delta_content:
-            self._emit(TextDelta(text=data.delta_content))
+            self._emit(text_delta(data.delta_content))
 
     def _on_message(self, data: Any) -> None:
         if data.parent_tool_call_id:  # a sub-agent's message: the task tool's result shows it
@@ -468,7 +468,7 @@ class CopilotBackend:
 
     def _on_reasoning_delta(self, data: Any) -> None:
         if data.delta_content:
-            self._emit(ThinkingDelta(text=data.delta_content))
+            self._emit(thinking_delta(data.delta_content))
 
     def _on_reasoning(self, data: Any) -> None:
         if data.content:

@@ -28,12 +28,12 @@ from ..events import (
     PlanUpdate,
     SessionStarted,
     Text,
-    TextDelta,
     ToolCall,
     ToolKind,
     ToolResult,
     TurnEnded,
     Usage,
+    text_delta,
 )
 
 
@@ -156,7 +156,7 @@ class FakeBackend:
             if self._interrupted.is_set():
                 break
             chunk = step.text[start : start + step.chunk_size]
-            self._host.emit(TextDelta(text=chunk))
+            self._host.emit(text_delta(chunk))
             sent.append(chunk)
             await asyncio.sleep(step.delay)
         return "".join(sent)
