@@ -75,9 +75,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import _frontend
 import psutil
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 
 from agentkernel.testing import Reply, ScriptedModelServer, text
 
@@ -90,6 +90,9 @@ BATCH_GAP_S = 0.010
 TARGET_UPDATES_PER_S = 25
 TARGET_CPU_PER_MIB = 2.0
 """Kernel CPU seconds per streamed MiB of case A."""
+RAW_MAX_BUFFER = 64 * MIB
+"""The raw client's limit on one CLI message: the reply's closing assistant message is one JSON
+line longer than the reply, beyond the SDK's default limit (1 MiB) for a 1 MiB reply."""
 
 
 def big_text(kib: int) -> str:
@@ -258,24 +261,6 @@ def run_cell(
     return run
 
 
-def announcer(client: BlockingKernelClient) -> Callable[[dict[str, Any]], None]:
-    """What a widget front end does once it has drawn a block: say so (the view then knows
-    someone watches; a streaming block resends what it sent before, which is little here)."""
-
-    def on_message(msg: dict[str, Any]) -> None:
-        if msg["msg_type"] != "comm_open":
-            return
-        if msg["content"]["data"].get("state", {}).get("_model_name") != "AnyModel":
-            return
-        content = {
-            "comm_id": msg["content"]["comm_id"],
-            "data": {"method": "custom", "content": {"rendered": True}},
-        }
-        client.shell_channel.send(client.session.msg("comm_msg", content))
-
-    return on_message
-
-
 @dataclass
 class Cpu:
     kernel: float
@@ -311,6 +296,8 @@ class Result:
     cli_cpu: float
     lag: float
     wall: float
+    status: str = "ok"
+    """How the turn ended (A: the status its static output records)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -368,7 +355,7 @@ def measure_widget(
         client,
         f"%%agent\n{BIG_MARKER}: write a lot",
         allow_stdin=True,
-        on_message=announcer(client),
+        on_message=_frontend.announcer(client),
     )
     after = cpu_of(kernel)
     stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
@@ -399,6 +386,7 @@ def measure_widget(
         raise RuntimeError("the cell left no static output")
     final_arrived, final_msg = finals[-1]
     final_text = final_msg["content"]["data"]["text/plain"]
+    status = final_msg["content"].get("metadata", {}).get("agentkernel", {}).get("status", "?")
     start = final_text.find(reply[:64])
     kept = common_prefix(reply, final_text[start:]) if start >= 0 else 0
     mean, peak = rates(append_times)
@@ -417,7 +405,11 @@ def measure_widget(
         cli_cpu=after.cli - before.cli,
         lag=final_arrived - stream["last_delta"],
         wall=run.idle - run.sent,
+        status=status,
     )
+    if status != "ok":
+        tail = " ".join(final_text[start + kept :].split())[:300]
+        result.notes.append(f"A turn ended {status}: {tail}")
     counts: dict[str, int] = {}
     for _, msg in run.iopub:
         counts[msg["msg_type"]] = counts.get(msg["msg_type"], 0) + 1
@@ -443,7 +435,7 @@ RAW_SETUP = """\
 import claude_agent_sdk as _bench_sdk
 
 _bench_raw = _bench_sdk.ClaudeSDKClient(
-    _bench_sdk.ClaudeAgentOptions(include_partial_messages=True)
+    _bench_sdk.ClaudeAgentOptions(include_partial_messages=True, max_buffer_size={max_buffer})
 )
 await _bench_raw.connect()
 
@@ -589,10 +581,12 @@ def report(rounds: list[dict[str, Result]]) -> None:
     peak = max(r["A widget"].peak_rate for r in rounds)
     lost = max(r["A widget"].lost for r in rounds)
     in_order = all(r["A widget"].order_ok for r in rounds)
+    statuses = [r["A widget"].status for r in rounds]
     checks = [
         (f"<= {TARGET_UPDATES_PER_S} updates/s (A, peak 1-s window, worst run)", f"{peak}",
          peak <= TARGET_UPDATES_PER_S),
         ("0 characters lost (A), in order, every run", f"{lost}", lost == 0 and in_order),
+        ("A's turn ended ok, every run", ", ".join(statuses), set(statuses) == {"ok"}),
         (f"kernel CPU per MiB: A <= {TARGET_CPU_PER_MIB:g} s",
          f"{a:.2f} s; raw {raw:.2f} s, A - raw {statistics.median(added_per_mib):.2f} s",
          a <= TARGET_CPU_PER_MIB),
@@ -620,37 +614,17 @@ def cli_version() -> str:
 @contextlib.contextmanager
 def kernel_on(
     env: dict[str, str], cwd: str, log: str
-) -> Iterator[tuple[BlockingKernelClient, int]]:
-    """A python3 kernel with agentkernel loaded; shut down (its agents with it) at the end.
-    Its stderr goes to `log`, shown if something fails."""
-    km: KernelManager
-    with open(log, "wb") as stderr:
-        km, client = start_new_kernel(kernel_name="python3", env=env, cwd=cwd, stderr=stderr)
-    pid = 0
-    try:
-        loaded = run_cell(
-            client,
-            "%load_ext agentkernel\nimport os as _bench_os",
-            user_expressions={"pid": "_bench_os.getpid()"},
-        )
-        pid = int(loaded.expression("pid"))
-        yield client, pid
-    except BaseException:
-        with open(log, errors="replace") as written:
-            print("kernel stderr (last 3000 characters):\n" + written.read()[-3000:])
-        raise
-    finally:
-        descendants: list[psutil.Process] = []
-        with contextlib.suppress(psutil.Error, ValueError):
-            descendants = psutil.Process(pid).children(recursive=True) if pid else []
-        with contextlib.suppress(Exception):
-            run_cell(client, "%agent close", timeout=30)
-        client.stop_channels()
-        km.shutdown_kernel(now=False)
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        for process in alive:  # started by this kernel, so ours to end
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+) -> Iterator[tuple[BlockingKernelClient, psutil.Process]]:
+    """A python3 kernel with agentkernel loaded. Its stderr goes to `log`, shown if something
+    fails."""
+    with open(log, "wb") as stderr, _frontend.kernel(env, cwd, stderr=stderr) as (client, process):
+        try:
+            run_cell(client, "%load_ext agentkernel")
+            yield client, process
+        except BaseException:
+            with open(log, errors="replace") as written:
+                print("kernel stderr (last 3000 characters):\n" + written.read()[-3000:])
+            raise
 
 
 def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
@@ -667,15 +641,20 @@ def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
     env.pop("AGENTKERNEL_FRONTEND", None)
     reply = big_text(args.kib)
     log = os.path.join(scratch, "kernel.log")
-    with kernel_on(env, os.path.join(scratch, "cwd"), log) as (client, pid):
-        kernel = psutil.Process(pid)
+    with kernel_on(env, os.path.join(scratch, "cwd"), log) as (client, kernel):
         print(
-            f"kernel pid {pid}, Claude Code {cli_version()}, Python {platform.python_version()}, "
+            f"kernel pid {kernel.pid}, Claude Code {cli_version()}, "
+            f"Python {platform.python_version()}, "
             f"{os.cpu_count()} CPUs, load {load()}; server pace {args.rate:,.0f} deltas/s; "
             f"store: {env['AGENTKERNEL_STORE']}"
         )
-        run_cell(client, "%%agent\nwarm up: say ok", allow_stdin=True, on_message=announcer(client))
-        run_cell(client, RAW_SETUP)
+        run_cell(
+            client,
+            "%%agent\nwarm up: say ok",
+            allow_stdin=True,
+            on_message=_frontend.announcer(client),
+        )
+        run_cell(client, RAW_SETUP.replace("{max_buffer}", str(RAW_MAX_BUFFER)))
         run_cell(client, PRINT_SETUP.format(kib=args.kib, chunk=args.chunk))
         rounds: list[dict[str, Result]] = []
         for number in range(args.runs):
