@@ -1,17 +1,19 @@
 """A `%%agent` cell's live view streaming a big reply, beside printing the same deltas raw.
 
-    python bench/view_streaming.py [--kib 1024] [--chunk 16] [--rate 3000] [--runs 3]
+    python bench/view_streaming.py [--kib 1000] [--chunk 16] [--rate 3000] [--runs 3]
 
 One ordinary ``python3`` kernel (jupyter_client, ``%load_ext agentkernel``), the real
 bundled Claude Code CLI, and the scripted model server in a child process (its Python work does
-not compete with the kernel or with this client for the GIL). The reply is ``--kib`` KiB of
-text (1 MiB = 1,048,576 characters) streamed in ``--chunk``-character deltas (65,536 deltas for
-1 MiB in 16s), each written and flushed to the socket on its own, paced at ``--rate`` deltas a
-second (3,000: 48 KB/s, far faster than a real model, yet slow enough that the CLI and the
-kernel keep up on 2 cores, so the lag below is not a backlog; 0: unpaced, as fast as the CLI
-reads, which measures throughput instead). The kernel keeps its turns in the session store (the
-default, redirected to a temporary file). Cases, all in the same kernel, ``--runs`` rounds of
-them (A and raw in alternating order, so that drift falls on both):
+not compete with the kernel or with this client for the GIL). The reply is ``--kib`` KiB of text
+(1 MiB = 1,048,576 characters; 1000 KiB by default, under the SDK's 1 MiB limit on one CLI
+message, which the reply's closing messages would pass; figures are per MiB) streamed in
+``--chunk``-character deltas (64,000 for 1000 KiB in 16s), each written and flushed to the
+socket on its own, paced at ``--rate`` deltas a second (3,000: 48 KB/s, far faster than a real
+model, yet slow enough that the CLI and the kernel keep up on 2 cores, so the lag below is not a
+backlog; 0: unpaced, as fast as the CLI reads, which measures throughput instead). The kernel
+keeps its turns in the session store (the default, redirected to a temporary file). Cases, all
+in the same kernel, ``--runs`` rounds of them (A and raw in alternating order, so that drift
+falls on both):
 
 - A, widget: a ``%%agent`` cell sent with ``allow_stdin: true``, as a front end that shows
   widgets does (this client also says "rendered" for each block, as a drawn view would). Text
@@ -66,6 +68,7 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,9 +93,12 @@ BATCH_GAP_S = 0.010
 TARGET_UPDATES_PER_S = 25
 TARGET_CPU_PER_MIB = 2.0
 """Kernel CPU seconds per streamed MiB of case A."""
-RAW_MAX_BUFFER = 64 * MIB
-"""The raw client's limit on one CLI message: the reply's closing assistant message is one JSON
-line longer than the reply, beyond the SDK's default limit (1 MiB) for a 1 MiB reply."""
+SDK_MESSAGE_LIMIT = MIB
+"""claude-agent-sdk's default limit on one CLI message (``max_buffer_size``). The reply's
+closing assistant and result messages each hold its whole text, so a reply near it fails the
+turn, in A (the Claude backend keeps the default) as in raw."""
+SDK_MESSAGE_ROOM = 8 * 1024
+"""What those messages hold beside the text (ids, usage, cost...), with room to spare."""
 
 
 def big_text(kib: int) -> str:
@@ -278,6 +284,28 @@ def cpu_of(kernel: psutil.Process) -> Cpu:
     return Cpu(times.user + times.system, cli)
 
 
+@contextlib.contextmanager
+def profiled(pid: int, output: str | None) -> Iterator[None]:
+    """Sample the kernel with py-spy (``--gil``: what holds the GIL, so the Python CPU work)
+    into `output` (collapsed stacks, ``--format raw``) while the block runs; None: no profile.
+    The sampling pauses the kernel 100 times a second: the CPU figures of a profiled run are
+    a little higher than those of an unprofiled one."""
+    if output is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        raise RuntimeError("--py-spy needs py-spy: pip install py-spy (next to this Python)")
+    command = [spy, "record", "--pid", str(pid), "--gil", "--threads", "--format", "raw"]
+    sampler = subprocess.Popen([*command, "--output", output], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the cell starts
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        sampler.wait(timeout=30)
+
+
 # -- measuring ----------------------------------------------------------------------------------
 
 
@@ -348,16 +376,21 @@ def common_prefix(a: str, b: str) -> int:
 
 
 def measure_widget(
-    client: BlockingKernelClient, kernel: psutil.Process, server: ModelServer, reply: str
+    client: BlockingKernelClient,
+    kernel: psutil.Process,
+    server: ModelServer,
+    reply: str,
+    profile: str | None = None,
 ) -> Result:
-    before = cpu_of(kernel)
-    run = run_cell(
-        client,
-        f"%%agent\n{BIG_MARKER}: write a lot",
-        allow_stdin=True,
-        on_message=_frontend.announcer(client),
-    )
-    after = cpu_of(kernel)
+    with profiled(kernel.pid, profile):
+        before = cpu_of(kernel)
+        run = run_cell(
+            client,
+            f"%%agent\n{BIG_MARKER}: write a lot",
+            allow_stdin=True,
+            on_message=_frontend.announcer(client),
+        )
+        after = cpu_of(kernel)
     stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
 
     comm = run.of_type("comm_msg")
@@ -435,7 +468,7 @@ RAW_SETUP = """\
 import claude_agent_sdk as _bench_sdk
 
 _bench_raw = _bench_sdk.ClaudeSDKClient(
-    _bench_sdk.ClaudeAgentOptions(include_partial_messages=True, max_buffer_size={max_buffer})
+    _bench_sdk.ClaudeAgentOptions(include_partial_messages=True)
 )
 await _bench_raw.connect()
 
@@ -459,12 +492,17 @@ RAW_CELL = f"_bench_raw_counts = await _bench_raw_turn({BIG_MARKER + ': write a 
 
 
 def measure_raw(
-    client: BlockingKernelClient, kernel: psutil.Process, server: ModelServer, reply: str
+    client: BlockingKernelClient,
+    kernel: psutil.Process,
+    server: ModelServer,
+    reply: str,
+    profile: str | None = None,
 ) -> Result:
     """The floor: the SDK alone reading the same paced reply in the same kernel."""
-    before = cpu_of(kernel)
-    run = run_cell(client, RAW_CELL, user_expressions={"counts": "_bench_raw_counts"})
-    after = cpu_of(kernel)
+    with profiled(kernel.pid, profile):
+        before = cpu_of(kernel)
+        run = run_cell(client, RAW_CELL, user_expressions={"counts": "_bench_raw_counts"})
+        after = cpu_of(kernel)
     stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
     deltas, chars = (int(n) for n in run.expression("counts").strip("()").split(","))
     if deltas != stream["deltas"]:
@@ -654,15 +692,16 @@ def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
             allow_stdin=True,
             on_message=_frontend.announcer(client),
         )
-        run_cell(client, RAW_SETUP.replace("{max_buffer}", str(RAW_MAX_BUFFER)))
+        run_cell(client, RAW_SETUP)
         run_cell(client, PRINT_SETUP.format(kib=args.kib, chunk=args.chunk))
         rounds: list[dict[str, Result]] = []
         for number in range(args.runs):
-            paced = [
-                lambda: measure_widget(client, kernel, server, reply),
-                lambda: measure_raw(client, kernel, server, reply),
+            spy = f"{args.py_spy}-run{number + 1}" if args.py_spy else None
+            paced = [("A", measure_widget), ("raw", measure_raw)]
+            results = [
+                measure(client, kernel, server, reply, spy and f"{spy}-{case}.txt")
+                for case, measure in (paced if number % 2 == 0 else paced[::-1])
             ]
-            results = [measure() for measure in (paced if number % 2 == 0 else paced[::-1])]
             results.append(measure_print(client, kernel, reply, flush=True, name="B print+flush"))
             results.append(measure_print(client, kernel, reply, flush=False, name="C print"))
             rounds.append({r.name: r for r in results})
@@ -677,16 +716,27 @@ def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kib", type=int, default=1024, help="reply size in KiB (1024: 1 MiB)")
+    parser.add_argument("--kib", type=int, default=1000, help="reply size in KiB")
     parser.add_argument("--chunk", type=int, default=16, help="characters per delta")
     parser.add_argument(
         "--rate", type=float, default=3000, help="server pace, text deltas/s (0: unpaced)"
     )
     parser.add_argument("--runs", type=int, default=3, help="rounds of the cases, same kernel")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile A and raw with py-spy into PREFIX-runN-{A,raw}.txt (collapsed stacks)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.kib < 1 or args.chunk < 1 or args.runs < 1 or args.rate < 0:
         parser.error("--kib, --chunk and --runs must be >= 1, --rate >= 0")
+    if args.kib * 1024 + SDK_MESSAGE_ROOM > SDK_MESSAGE_LIMIT:
+        most = (SDK_MESSAGE_LIMIT - SDK_MESSAGE_ROOM) // 1024
+        parser.error(
+            f"--kib {args.kib}: the turn would fail, its closing message beyond the SDK's "
+            f"{SDK_MESSAGE_LIMIT:,}-byte limit on one CLI message; use --kib {most} or less"
+        )
     if args.serve:
         serve(args.kib, args.chunk, args.rate)
         return
