@@ -324,7 +324,7 @@ class Result:
     cli_cpu: float
     lag: float
     wall: float
-    status: str = "ok"
+    status: str = "completed"
     """How the turn ended (A: the status its static output records)."""
     notes: list[str] = field(default_factory=list)
 
@@ -440,7 +440,7 @@ def measure_widget(
         wall=run.idle - run.sent,
         status=status,
     )
-    if status != "ok":
+    if status != "completed":
         tail = " ".join(final_text[start + kept :].split())[:300]
         result.notes.append(f"A turn ended {status}: {tail}")
     counts: dict[str, int] = {}
@@ -624,7 +624,7 @@ def report(rounds: list[dict[str, Result]]) -> None:
         (f"<= {TARGET_UPDATES_PER_S} updates/s (A, peak 1-s window, worst run)", f"{peak}",
          peak <= TARGET_UPDATES_PER_S),
         ("0 characters lost (A), in order, every run", f"{lost}", lost == 0 and in_order),
-        ("A's turn ended ok, every run", ", ".join(statuses), set(statuses) == {"ok"}),
+        ("A's turn completed, every run", ", ".join(statuses), set(statuses) == {"completed"}),
         (f"kernel CPU per MiB: A <= {TARGET_CPU_PER_MIB:g} s",
          f"{a:.2f} s; raw {raw:.2f} s, A - raw {statistics.median(added_per_mib):.2f} s",
          a <= TARGET_CPU_PER_MIB),
