@@ -375,22 +375,42 @@ def common_prefix(a: str, b: str) -> int:
     return low
 
 
-def measure_widget(
+@dataclass
+class Case:
+    """What a paced case runs against: the kernel, its client, the server and the reply."""
+
+    client: BlockingKernelClient
+    kernel: psutil.Process
+    server: ModelServer
+    reply: str
+
+
+def measured(
     client: BlockingKernelClient,
     kernel: psutil.Process,
-    server: ModelServer,
-    reply: str,
-    profile: str | None = None,
-) -> Result:
+    profile: str | None,
+    code: str,
+    **options: Any,
+) -> tuple[CellRun, Cpu]:
+    """Run a cell (`run_cell` `options`); its run and the CPU seconds the kernel and the CLI
+    spent over it, profiled into `profile` if given."""
     with profiled(kernel.pid, profile):
         before = cpu_of(kernel)
-        run = run_cell(
-            client,
-            f"%%agent\n{BIG_MARKER}: write a lot",
-            allow_stdin=True,
-            on_message=_frontend.announcer(client),
-        )
+        run = run_cell(client, code, **options)
         after = cpu_of(kernel)
+    return run, Cpu(after.kernel - before.kernel, after.cli - before.cli)
+
+
+def measure_widget(case: Case, profile: str | None = None) -> Result:
+    client, kernel, server, reply = case.client, case.kernel, case.server, case.reply
+    run, cpu = measured(
+        client,
+        kernel,
+        profile,
+        f"%%agent\n{BIG_MARKER}: write a lot",
+        allow_stdin=True,
+        on_message=_frontend.announcer(client),
+    )
     stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
 
     comm = run.of_type("comm_msg")
@@ -434,8 +454,8 @@ def measure_widget(
         peak_rate=peak,
         lost=len(reply) - kept,
         order_ok=reply.startswith(shown),
-        kernel_cpu=after.kernel - before.kernel,
-        cli_cpu=after.cli - before.cli,
+        kernel_cpu=cpu.kernel,
+        cli_cpu=cpu.cli,
         lag=final_arrived - stream["last_delta"],
         wall=run.idle - run.sent,
         status=status,
@@ -491,18 +511,12 @@ await _bench_raw_turn("warm up: say ok")
 RAW_CELL = f"_bench_raw_counts = await _bench_raw_turn({BIG_MARKER + ': write a lot'!r})"
 
 
-def measure_raw(
-    client: BlockingKernelClient,
-    kernel: psutil.Process,
-    server: ModelServer,
-    reply: str,
-    profile: str | None = None,
-) -> Result:
+def measure_raw(case: Case, profile: str | None = None) -> Result:
     """The floor: the SDK alone reading the same paced reply in the same kernel."""
-    with profiled(kernel.pid, profile):
-        before = cpu_of(kernel)
-        run = run_cell(client, RAW_CELL, user_expressions={"counts": "_bench_raw_counts"})
-        after = cpu_of(kernel)
+    client, kernel, server, reply = case.client, case.kernel, case.server, case.reply
+    run, cpu = measured(
+        client, kernel, profile, RAW_CELL, user_expressions={"counts": "_bench_raw_counts"}
+    )
     stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
     deltas, chars = (int(n) for n in run.expression("counts").strip("()").split(","))
     if deltas != stream["deltas"]:
@@ -517,8 +531,8 @@ def measure_raw(
         peak_rate=0,
         lost=len(reply) - chars,
         order_ok=True,
-        kernel_cpu=after.kernel - before.kernel,
-        cli_cpu=after.cli - before.cli,
+        kernel_cpu=cpu.kernel,
+        cli_cpu=cpu.cli,
         lag=run.idle - stream["last_delta"],  # to the cell's idle: it shows nothing
         wall=run.idle - run.sent,
     )
@@ -699,8 +713,8 @@ def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
             spy = f"{args.py_spy}-run{number + 1}" if args.py_spy else None
             paced = [("A", measure_widget), ("raw", measure_raw)]
             results = [
-                measure(client, kernel, server, reply, spy and f"{spy}-{case}.txt")
-                for case, measure in (paced if number % 2 == 0 else paced[::-1])
+                measure(Case(client, kernel, server, reply), spy and f"{spy}-{name}.txt")
+                for name, measure in (paced if number % 2 == 0 else paced[::-1])
             ]
             results.append(measure_print(client, kernel, reply, flush=True, name="B print+flush"))
             results.append(measure_print(client, kernel, reply, flush=False, name="C print"))
