@@ -24,20 +24,19 @@ seconds of the kernel process from its start to the first token (the CLI not inc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import queue
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psutil
+from _frontend import announcer, kernel
 from _scripted import SMALL_REPLY, model_server
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 
 RAW_CELL = """
 import claude_agent_sdk as _sdk
@@ -60,32 +59,6 @@ async def _first_turn():
 await _first_turn()
 """
 AGENT_CELL = "%%agent\nfirst turn: say ok"
-
-
-@contextlib.contextmanager
-def kernel(env: dict[str, str], cwd: str) -> Iterator[tuple[BlockingKernelClient, psutil.Process]]:
-    km: KernelManager
-    km, client = start_new_kernel(kernel_name="python3", env=env, cwd=cwd)
-    pid = int(
-        client.execute_interactive(
-            "import os as _o; print(_o.getpid())",
-            output_hook=lambda m: None,
-            user_expressions={"pid": "_o.getpid()"},
-        )["content"]["user_expressions"]["pid"]["data"]["text/plain"]
-    )
-    process = psutil.Process(pid)
-    try:
-        yield client, process
-    finally:
-        descendants = []
-        with contextlib.suppress(psutil.Error):
-            descendants = process.children(recursive=True)
-        client.stop_channels()
-        km.shutdown_kernel(now=False)
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        for child in alive:  # started by this kernel, so ours to end
-            with contextlib.suppress(psutil.Error):
-                child.kill()
 
 
 def first_token(
@@ -136,23 +109,6 @@ def is_append(msg: dict[str, Any]) -> bool:
     return bool(custom.get("append"))
 
 
-def announcer(client: BlockingKernelClient) -> Callable[[dict[str, Any]], None]:
-    """Say "rendered" for each block, as a drawn widget view does."""
-
-    def on_message(msg: dict[str, Any]) -> None:
-        if msg["msg_type"] != "comm_open":
-            return
-        if msg["content"]["data"].get("state", {}).get("_model_name") != "AnyModel":
-            return
-        content = {
-            "comm_id": msg["content"]["comm_id"],
-            "data": {"method": "custom", "content": {"rendered": True}},
-        }
-        client.shell_channel.send(client.session.msg("comm_msg", content))
-
-    return on_message
-
-
 def cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -186,10 +142,6 @@ def one_run(server_env: dict[str, str], think: float) -> dict[str, tuple[float, 
                         on_message=announcer(client),
                     )
                 results[case] = (token, cpu(process))
-                with contextlib.suppress(Exception):
-                    client.execute_interactive(
-                        "%agent close" if case != "raw" else "pass", output_hook=lambda m: None
-                    )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return results

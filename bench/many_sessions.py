@@ -30,13 +30,12 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psutil
+from _frontend import kernel
 from _scripted import model_server
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 
 MB = 1024 * 1024
 
@@ -59,28 +58,6 @@ def run(client: BlockingKernelClient, code: str, timeout: float = 180) -> tuple[
     if reply["content"]["status"] != "ok":
         raise RuntimeError(f"{code[:40]!r} failed: {''.join(out)}")
     return time.perf_counter() - started, "".join(out)
-
-
-@contextlib.contextmanager
-def kernel(env: dict[str, str], cwd: str) -> Iterator[tuple[BlockingKernelClient, psutil.Process]]:
-    km: KernelManager
-    km, client = start_new_kernel(kernel_name="python3", env=env, cwd=cwd)
-    _, pid = run(client, "import os; print(os.getpid())")
-    process = psutil.Process(int(pid))
-    try:
-        yield client, process
-    finally:
-        descendants = []
-        with contextlib.suppress(psutil.Error):
-            descendants = process.children(recursive=True)
-        with contextlib.suppress(Exception):
-            run(client, "%agent close", timeout=60)
-        client.stop_channels()
-        km.shutdown_kernel(now=False)
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        for child in alive:  # started by this kernel, so ours to end
-            with contextlib.suppress(psutil.Error):
-                child.kill()
 
 
 def memory(process: psutil.Process) -> tuple[float, float, int]:

@@ -1,22 +1,31 @@
 """A `%%agent` cell's live view streaming a big reply, beside printing the same deltas raw.
 
-    python bench/view_streaming.py [--kib 1024] [--chunk 16] [--rate 3000]
+    python bench/view_streaming.py [--kib 1000] [--chunk 16] [--rate 3000] [--runs 3]
 
-One run, one ordinary ``python3`` kernel (jupyter_client, ``%load_ext agentkernel``), the real
+One ordinary ``python3`` kernel (jupyter_client, ``%load_ext agentkernel``), the real
 bundled Claude Code CLI, and the scripted model server in a child process (its Python work does
-not compete with the kernel or with this client for the GIL). The reply is ``--kib`` KiB of
-text (1 MiB = 1,048,576 characters) streamed in ``--chunk``-character deltas (65,536 deltas for
-1 MiB in 16s), each written and flushed to the socket on its own, paced at ``--rate`` deltas a
-second (3,000: 48 KB/s, far faster than a real model, yet slow enough that the CLI and the
-kernel keep up on 2 cores, so the lag below is not a backlog; 0: unpaced, as fast as the CLI
-reads, which measures throughput instead). The kernel keeps its turns in the session store (the
-default, redirected to a temporary file). Cases, all in the same kernel:
+not compete with the kernel or with this client for the GIL). The reply is ``--kib`` KiB of text
+(1 MiB = 1,048,576 characters; 1000 KiB by default, under the SDK's 1 MiB limit on one CLI
+message, which the reply's closing messages would pass; figures are per MiB) streamed in
+``--chunk``-character deltas (64,000 for 1000 KiB in 16s), each written and flushed to the
+socket on its own, paced at ``--rate`` deltas a second (3,000: 48 KB/s, far faster than a real
+model, yet slow enough that the CLI and the kernel keep up on 2 cores, so the lag below is not a
+backlog; 0: unpaced, as fast as the CLI reads, which measures throughput instead). The kernel
+keeps its turns in the session store (the default, redirected to a temporary file). Cases, all
+in the same kernel, ``--runs`` rounds of them (A and raw in alternating order, so that drift
+falls on both):
 
 - A, widget: a ``%%agent`` cell sent with ``allow_stdin: true``, as a front end that shows
   widgets does (this client also says "rendered" for each block, as a drawn view would). Text
   deltas are coalesced and sent as anywidget ``{"append": ...}`` comm messages; the end of the
   turn replaces the widget with the static output (``update_display_data``). One unmeasured
   warm-up turn first starts the CLI.
+- raw, the floor: a cell that drives ``claude_agent_sdk.ClaudeSDKClient(include_partial_messages
+  =True)`` directly (the kernel's env, so the same CLI setup and scripted server), the same
+  prompt, so the same reply at the same pace, and only counts the text deltas: what the SDK
+  alone costs the kernel to read the paced stream (one read, JSON parse and memory-stream hop
+  per delta). A - raw is what agentkernel (session, store, view) adds; its target is A's.
+  One unmeasured warm-up turn first starts its CLI.
 - B, print+flush: the same deltas, already in a list in the kernel, printed one by one with
   ``print(delta, end="", flush=True)``: what a naive streaming display does.
 - C, print: the same without ``flush``: ipykernel's own output batching (reference only).
@@ -37,7 +46,8 @@ How to read it:
 - kernel CPU: user + system CPU time of the kernel process (all its threads: the session's
   runtime thread, the store's flusher, the IOPub thread...), before and after the cell, per MiB
   of text. The CLI is a separate process and is not in it (shown apart as ``CLI CPU``), nor is
-  the model server. Target: A below B (print+flush).
+  the model server. Targets: A <= 2 s per MiB, and A below B (print+flush); A - raw, per MiB
+  and per delta, is what is ours of A.
 - lag: A, from the moment the server wrote its last text delta (its own clock, in the server
   process) to the arrival here of the cell's final output (the static text); the last live
   append is shown too. B, C: from just before the last ``print`` (kernel clock) to the arrival
@@ -58,6 +68,8 @@ import os
 import platform
 import queue
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,9 +78,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import _frontend
 import psutil
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 
 from agentkernel.testing import Reply, ScriptedModelServer, text
 
@@ -79,6 +91,14 @@ MIB = 1 << 20
 BATCH_GAP_S = 0.010
 """Messages of one flush are sent microseconds apart; flushes are >= 50 ms apart."""
 TARGET_UPDATES_PER_S = 25
+TARGET_CPU_PER_MIB = 2.0
+"""Kernel CPU seconds per streamed MiB of case A."""
+SDK_MESSAGE_LIMIT = MIB
+"""claude-agent-sdk's default limit on one CLI message (``max_buffer_size``). The reply's
+closing assistant and result messages each hold its whole text, so a reply near it fails the
+turn, in A (the Claude backend keeps the default) as in raw."""
+SDK_MESSAGE_ROOM = 8 * 1024
+"""What those messages hold beside the text (ids, usage, cost...), with room to spare."""
 
 
 def big_text(kib: int) -> str:
@@ -247,24 +267,6 @@ def run_cell(
     return run
 
 
-def announcer(client: BlockingKernelClient) -> Callable[[dict[str, Any]], None]:
-    """What a widget front end does once it has drawn a block: say so (the view then knows
-    someone watches; a streaming block resends what it sent before, which is little here)."""
-
-    def on_message(msg: dict[str, Any]) -> None:
-        if msg["msg_type"] != "comm_open":
-            return
-        if msg["content"]["data"].get("state", {}).get("_model_name") != "AnyModel":
-            return
-        content = {
-            "comm_id": msg["content"]["comm_id"],
-            "data": {"method": "custom", "content": {"rendered": True}},
-        }
-        client.shell_channel.send(client.session.msg("comm_msg", content))
-
-    return on_message
-
-
 @dataclass
 class Cpu:
     kernel: float
@@ -280,6 +282,28 @@ def cpu_of(kernel: psutil.Process) -> Cpu:
             child_times = child.cpu_times()
             cli += child_times.user + child_times.system
     return Cpu(times.user + times.system, cli)
+
+
+@contextlib.contextmanager
+def profiled(pid: int, output: str | None) -> Iterator[None]:
+    """Sample the kernel with py-spy (``--gil``: what holds the GIL, so the Python CPU work)
+    into `output` (collapsed stacks, ``--format raw``) while the block runs; None: no profile.
+    The sampling pauses the kernel 100 times a second: the CPU figures of a profiled run are
+    a little higher than those of an unprofiled one."""
+    if output is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        raise RuntimeError("--py-spy needs py-spy: pip install py-spy (next to this Python)")
+    command = [spy, "record", "--pid", str(pid), "--gil", "--threads", "--format", "raw"]
+    sampler = subprocess.Popen([*command, "--output", output], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the cell starts
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        sampler.wait(timeout=30)
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -300,6 +324,8 @@ class Result:
     cli_cpu: float
     lag: float
     wall: float
+    status: str = "completed"
+    """How the turn ended (A: the status its static output records)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -349,17 +375,42 @@ def common_prefix(a: str, b: str) -> int:
     return low
 
 
-def measure_widget(
-    client: BlockingKernelClient, kernel: psutil.Process, server: ModelServer, reply: str
-) -> Result:
-    before = cpu_of(kernel)
-    run = run_cell(
+@dataclass
+class Case:
+    """What a paced case runs against: the kernel, its client, the server and the reply."""
+
+    client: BlockingKernelClient
+    kernel: psutil.Process
+    server: ModelServer
+    reply: str
+
+
+def measured(
+    client: BlockingKernelClient,
+    kernel: psutil.Process,
+    profile: str | None,
+    code: str,
+    **options: Any,
+) -> tuple[CellRun, Cpu]:
+    """Run a cell (`run_cell` `options`); its run and the CPU seconds the kernel and the CLI
+    spent over it, profiled into `profile` if given."""
+    with profiled(kernel.pid, profile):
+        before = cpu_of(kernel)
+        run = run_cell(client, code, **options)
+        after = cpu_of(kernel)
+    return run, Cpu(after.kernel - before.kernel, after.cli - before.cli)
+
+
+def measure_widget(case: Case, profile: str | None = None) -> Result:
+    client, kernel, server, reply = case.client, case.kernel, case.server, case.reply
+    run, cpu = measured(
         client,
+        kernel,
+        profile,
         f"%%agent\n{BIG_MARKER}: write a lot",
         allow_stdin=True,
-        on_message=announcer(client),
+        on_message=_frontend.announcer(client),
     )
-    after = cpu_of(kernel)
     stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
 
     comm = run.of_type("comm_msg")
@@ -388,6 +439,7 @@ def measure_widget(
         raise RuntimeError("the cell left no static output")
     final_arrived, final_msg = finals[-1]
     final_text = final_msg["content"]["data"]["text/plain"]
+    status = final_msg["content"].get("metadata", {}).get("agentkernel", {}).get("status", "?")
     start = final_text.find(reply[:64])
     kept = common_prefix(reply, final_text[start:]) if start >= 0 else 0
     mean, peak = rates(append_times)
@@ -402,11 +454,15 @@ def measure_widget(
         peak_rate=peak,
         lost=len(reply) - kept,
         order_ok=reply.startswith(shown),
-        kernel_cpu=after.kernel - before.kernel,
-        cli_cpu=after.cli - before.cli,
+        kernel_cpu=cpu.kernel,
+        cli_cpu=cpu.cli,
         lag=final_arrived - stream["last_delta"],
         wall=run.idle - run.sent,
+        status=status,
     )
+    if status != "completed":
+        tail = " ".join(final_text[start + kept :].split())[:300]
+        result.notes.append(f"A turn ended {status}: {tail}")
     counts: dict[str, int] = {}
     for _, msg in run.iopub:
         counts[msg["msg_type"]] = counts.get(msg["msg_type"], 0) + 1
@@ -426,6 +482,60 @@ def measure_widget(
         f"{(run.idle - stream['last_delta']) * 1e3:+,.0f} ms",
     ]
     return result
+
+
+RAW_SETUP = """\
+import claude_agent_sdk as _bench_sdk
+
+_bench_raw = _bench_sdk.ClaudeSDKClient(
+    _bench_sdk.ClaudeAgentOptions(include_partial_messages=True)
+)
+await _bench_raw.connect()
+
+
+async def _bench_raw_turn(prompt):
+    \"\"\"One turn, every message read; counts the text deltas and their characters.\"\"\"
+    deltas = chars = 0
+    await _bench_raw.query(prompt)
+    async for message in _bench_raw.receive_response():
+        if isinstance(message, _bench_sdk.StreamEvent):
+            delta = message.event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                deltas += 1
+                chars += len(delta["text"])
+    return deltas, chars
+
+
+await _bench_raw_turn("warm up: say ok")
+"""
+RAW_CELL = f"_bench_raw_counts = await _bench_raw_turn({BIG_MARKER + ': write a lot'!r})"
+
+
+def measure_raw(case: Case, profile: str | None = None) -> Result:
+    """The floor: the SDK alone reading the same paced reply in the same kernel."""
+    client, kernel, server, reply = case.client, case.kernel, case.server, case.reply
+    run, cpu = measured(
+        client, kernel, profile, RAW_CELL, user_expressions={"counts": "_bench_raw_counts"}
+    )
+    stream = [s for s in server.streams() if s["match"] == BIG_MARKER][-1]
+    deltas, chars = (int(n) for n in run.expression("counts").strip("()").split(","))
+    if deltas != stream["deltas"]:
+        raise RuntimeError(f"raw: {deltas} text deltas read, the server wrote {stream['deltas']}")
+    return Result(
+        name="raw SDK",
+        chars=len(reply),
+        deltas=deltas,
+        messages=len(run.iopub),
+        text_messages=0,
+        mean_rate=0.0,
+        peak_rate=0,
+        lost=len(reply) - chars,
+        order_ok=True,
+        kernel_cpu=cpu.kernel,
+        cli_cpu=cpu.cli,
+        lag=run.idle - stream["last_delta"],  # to the cell's idle: it shows nothing
+        wall=run.idle - run.sent,
+    )
 
 
 PRINT_SETUP = f"""\
@@ -475,10 +585,9 @@ def measure_print(
     )
 
 
-def report(results: list[Result]) -> None:
-    a = results[0]
+def table(results: list[Result]) -> None:
+    """One round's cases, a row each, and their notes."""
     print(
-        f"\n{a.chars:,} characters ({a.chars / MIB:.2f} MiB) in {a.deltas:,} deltas\n"
         f"  {'case':16}{'messages':>9} {'w/ text':>8} {'upd/s mean':>11} {'peak':>5} "
         f"{'lost':>6} {'order':>6} {'kernel CPU':>11} {'s/MiB':>6} {'CLI CPU':>8} "
         f"{'lag ms':>8} {'wall s':>7} {'deltas/s':>9}"
@@ -493,18 +602,51 @@ def report(results: list[Result]) -> None:
     for r in results:
         for note in r.notes:
             print(f"  {note}")
-    b = next(r for r in results if r.name.startswith("B"))
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """Median (min-max)."""
+    low, mid, high = (scale * v for v in (min(values), statistics.median(values), max(values)))
+    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def report(rounds: list[dict[str, Result]]) -> None:
+    """The CPU figures of all rounds (median, min-max), then the targets on the medians."""
+    names = list(rounds[0])
+    print(f"\nkernel CPU per MiB, {len(rounds)} runs, median (min-max):")
+    for name in names:
+        print(f"  {name:16}{spread([r[name].cpu_per_mib for r in rounds]):>22} s")
+    added = [r["A widget"].kernel_cpu - r["raw SDK"].kernel_cpu for r in rounds]
+    added_per_mib = [d / (r["A widget"].chars / MIB) for d, r in zip(added, rounds, strict=True)]
+    per_delta = [d / r["A widget"].deltas for d, r in zip(added, rounds, strict=True)]
+    print(
+        f"  {'A - raw':16}{spread(added_per_mib):>22} s, "
+        f"{spread(per_delta, scale=1e6, digits=1)} us per delta (ours: session, store, view)"
+    )
+
+    def median(name: str, figure: Callable[[Result], float]) -> float:
+        return statistics.median(figure(r[name]) for r in rounds)
+
+    a = median("A widget", lambda r: r.cpu_per_mib)
+    b = median("B print+flush", lambda r: r.cpu_per_mib)
+    raw = median("raw SDK", lambda r: r.cpu_per_mib)
+    peak = max(r["A widget"].peak_rate for r in rounds)
+    lost = max(r["A widget"].lost for r in rounds)
+    in_order = all(r["A widget"].order_ok for r in rounds)
+    statuses = [r["A widget"].status for r in rounds]
     checks = [
-        (f"<= {TARGET_UPDATES_PER_S} updates/s (A, peak 1-s window)", a.peak_rate, "",
-         a.peak_rate <= TARGET_UPDATES_PER_S),
-        ("0 characters lost (A), in order", a.lost, "", a.lost == 0 and a.order_ok),
-        ("kernel CPU per MiB: A below B (print+flush)", a.cpu_per_mib,
-         f" vs {b.cpu_per_mib:.2f} s", a.cpu_per_mib < b.cpu_per_mib),
+        (f"<= {TARGET_UPDATES_PER_S} updates/s (A, peak 1-s window, worst run)", f"{peak}",
+         peak <= TARGET_UPDATES_PER_S),
+        ("0 characters lost (A), in order, every run", f"{lost}", lost == 0 and in_order),
+        ("A's turn completed, every run", ", ".join(statuses), set(statuses) == {"completed"}),
+        (f"kernel CPU per MiB: A <= {TARGET_CPU_PER_MIB:g} s",
+         f"{a:.2f} s; raw {raw:.2f} s, A - raw {statistics.median(added_per_mib):.2f} s",
+         a <= TARGET_CPU_PER_MIB),
+        ("kernel CPU per MiB: A below B (print+flush)", f"{a:.2f} s vs {b:.2f} s", a < b),
     ]  # fmt: skip
-    print("\ntargets:")
-    for label, value, extra, met in checks:
-        shown = f"{value:.2f} s{extra}" if isinstance(value, float) else f"{value}{extra}"
-        print(f"  {label:48} {'met' if met else 'MISSED':7} ({shown})")
+    print("\ntargets (medians):")
+    for label, shown, met in checks:
+        print(f"  {label:58} {'met' if met else 'MISSED':7} ({shown})")
 
 
 def load() -> str:
@@ -524,37 +666,17 @@ def cli_version() -> str:
 @contextlib.contextmanager
 def kernel_on(
     env: dict[str, str], cwd: str, log: str
-) -> Iterator[tuple[BlockingKernelClient, int]]:
-    """A python3 kernel with agentkernel loaded; shut down (its agents with it) at the end.
-    Its stderr goes to `log`, shown if something fails."""
-    km: KernelManager
-    with open(log, "wb") as stderr:
-        km, client = start_new_kernel(kernel_name="python3", env=env, cwd=cwd, stderr=stderr)
-    pid = 0
-    try:
-        loaded = run_cell(
-            client,
-            "%load_ext agentkernel\nimport os as _bench_os",
-            user_expressions={"pid": "_bench_os.getpid()"},
-        )
-        pid = int(loaded.expression("pid"))
-        yield client, pid
-    except BaseException:
-        with open(log, errors="replace") as written:
-            print("kernel stderr (last 3000 characters):\n" + written.read()[-3000:])
-        raise
-    finally:
-        descendants: list[psutil.Process] = []
-        with contextlib.suppress(psutil.Error, ValueError):
-            descendants = psutil.Process(pid).children(recursive=True) if pid else []
-        with contextlib.suppress(Exception):
-            run_cell(client, "%agent close", timeout=30)
-        client.stop_channels()
-        km.shutdown_kernel(now=False)
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        for process in alive:  # started by this kernel, so ours to end
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+) -> Iterator[tuple[BlockingKernelClient, psutil.Process]]:
+    """A python3 kernel with agentkernel loaded. Its stderr goes to `log`, shown if something
+    fails."""
+    with open(log, "wb") as stderr, _frontend.kernel(env, cwd, stderr=stderr) as (client, process):
+        try:
+            run_cell(client, "%load_ext agentkernel")
+            yield client, process
+        except BaseException:
+            with open(log, errors="replace") as written:
+                print("kernel stderr (last 3000 characters):\n" + written.read()[-3000:])
+            raise
 
 
 def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
@@ -571,33 +693,64 @@ def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
     env.pop("AGENTKERNEL_FRONTEND", None)
     reply = big_text(args.kib)
     log = os.path.join(scratch, "kernel.log")
-    with kernel_on(env, os.path.join(scratch, "cwd"), log) as (client, pid):
-        kernel = psutil.Process(pid)
+    with kernel_on(env, os.path.join(scratch, "cwd"), log) as (client, kernel):
         print(
-            f"kernel pid {pid}, Claude Code {cli_version()}, Python {platform.python_version()}, "
+            f"kernel pid {kernel.pid}, Claude Code {cli_version()}, "
+            f"Python {platform.python_version()}, "
             f"{os.cpu_count()} CPUs, load {load()}; server pace {args.rate:,.0f} deltas/s; "
             f"store: {env['AGENTKERNEL_STORE']}"
         )
-        run_cell(client, "%%agent\nwarm up: say ok", allow_stdin=True, on_message=announcer(client))
-        results = [measure_widget(client, kernel, server, reply)]
+        run_cell(
+            client,
+            "%%agent\nwarm up: say ok",
+            allow_stdin=True,
+            on_message=_frontend.announcer(client),
+        )
+        run_cell(client, RAW_SETUP)
         run_cell(client, PRINT_SETUP.format(kib=args.kib, chunk=args.chunk))
-        results.append(measure_print(client, kernel, reply, flush=True, name="B print+flush"))
-        results.append(measure_print(client, kernel, reply, flush=False, name="C print"))
-        run_cell(client, "del _bench_text, _bench_deltas")
-    report(results)
+        rounds: list[dict[str, Result]] = []
+        for number in range(args.runs):
+            spy = f"{args.py_spy}-run{number + 1}" if args.py_spy else None
+            paced = [("A", measure_widget), ("raw", measure_raw)]
+            results = [
+                measure(Case(client, kernel, server, reply), spy and f"{spy}-{name}.txt")
+                for name, measure in (paced if number % 2 == 0 else paced[::-1])
+            ]
+            results.append(measure_print(client, kernel, reply, flush=True, name="B print+flush"))
+            results.append(measure_print(client, kernel, reply, flush=False, name="C print"))
+            rounds.append({r.name: r for r in results})
+            print(
+                f"\nrun {number + 1}: {len(reply):,} characters "
+                f"({len(reply) / MIB:.2f} MiB) in {results[0].deltas:,} deltas; load {load()}"
+            )
+            table(results)
+        run_cell(client, "del _bench_text, _bench_deltas\nawait _bench_raw.disconnect()")
+    report(rounds)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kib", type=int, default=1024, help="reply size in KiB (1024: 1 MiB)")
+    parser.add_argument("--kib", type=int, default=1000, help="reply size in KiB")
     parser.add_argument("--chunk", type=int, default=16, help="characters per delta")
     parser.add_argument(
         "--rate", type=float, default=3000, help="server pace, text deltas/s (0: unpaced)"
     )
+    parser.add_argument("--runs", type=int, default=3, help="rounds of the cases, same kernel")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile A and raw with py-spy into PREFIX-runN-{A,raw}.txt (collapsed stacks)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.kib < 1 or args.chunk < 1 or args.rate < 0:
-        parser.error("--kib and --chunk must be >= 1, --rate >= 0")
+    if args.kib < 1 or args.chunk < 1 or args.runs < 1 or args.rate < 0:
+        parser.error("--kib, --chunk and --runs must be >= 1, --rate >= 0")
+    if args.kib * 1024 + SDK_MESSAGE_ROOM > SDK_MESSAGE_LIMIT:
+        most = (SDK_MESSAGE_LIMIT - SDK_MESSAGE_ROOM) // 1024
+        parser.error(
+            f"--kib {args.kib}: the turn would fail, its closing message beyond the SDK's "
+            f"{SDK_MESSAGE_LIMIT:,}-byte limit on one CLI message; use --kib {most} or less"
+        )
     if args.serve:
         serve(args.kib, args.chunk, args.rate)
         return

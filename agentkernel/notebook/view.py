@@ -6,9 +6,10 @@ question prompts, and a status line. `finish` swaps the widget for the static bu
 `agentkernel.render` (plain text, Markdown, HTML) through the display handle, so the saved
 notebook keeps an output that renders without a kernel and no widget reference.
 
-Updates are coalesced: `handle` only records what changed; `flush` (the caller's ~50 ms ticker,
-or `handle` itself once the interval has passed) sends it, at most one batch per interval,
-with streamed text sent as appended chunks only.
+Updates are coalesced: `handle` only records what changed (a streamed delta: one list append);
+`flush` (the caller's ~50 ms ticker, or `handle` itself for any other event once the interval
+has passed) sends it, at most one batch per interval, with streamed text sent as appended
+chunks only.
 
 The live output is the widget plus a text/plain and text/markdown of its own that say what the
 turn is doing ("running", "waiting for your approval: make test"), updated when that
@@ -180,22 +181,25 @@ class TurnView:
 
     def handle(self, event: Event) -> None:
         """Take one event. Cheap: records the change; sends only when an interval has passed.
-        A streamed delta of the agent's own text or thinking costs a string append: it joins
-        the text held since the last flush, which takes it in as one piece."""
+
+        A streamed delta of the agent's own text or thinking, of the kind held (the common
+        case: thousands a turn), costs a list append and nothing else (no lock, no clock): it
+        joins the text held since the last flush, which takes it in as one piece. The caller's
+        ticker sends it (every ``interval``); only the turn's first delta is sent at once."""
         kind = type(event)
+        if kind is self._held_kind and event.parent_tool_use_id is None:
+            self._held.append(event.text)  # type: ignore[attr-defined]
+            return
         if kind in _HELD and event.parent_tool_use_id is None and not self.headless:
             with self._lock:
                 if self._finished is not None:
                     return
-                if kind is not self._held_kind:
-                    self._take_held()
-                    self._held_kind = kind
+                self._take_held()
+                self._held_kind = kind  # type: ignore[assignment]
                 self._held.append(event.text)  # type: ignore[attr-defined]
                 if not self._streamed:  # the turn's first text shows at once
                     self._streamed = True
                     self.flush(force=True)
-                elif time.monotonic() - self._last_flush >= self.interval:
-                    self.flush()
             return
         with self._lock:
             if self._finished is not None:
@@ -208,9 +212,8 @@ class TurnView:
         """Take in the deltas held since the last flush, joined: one delta of the same text."""
         if self._held:
             assert self._held_kind is not None
-            text = "".join(self._held)
-            self._held.clear()
-            self._take(self._held_kind(text=text))
+            held, self._held = self._held, []
+            self._take(self._held_kind(text="".join(held)))
 
     def _take(self, event: Event) -> bool:
         """Record what `event` changes; returns whether it asks the user something."""
@@ -324,6 +327,7 @@ class TurnView:
             if self._finished is not None:
                 return self._finished
             self._take_held()
+            self._held_kind = None  # nothing is held after the end (see `handle`)
             if self.probe is not None and not (self.rendered or self.text_mode):
                 self._enter_text_mode()  # ended before any view could say it is there
             if interrupted and self._transcript.ended is None:
