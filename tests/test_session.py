@@ -313,6 +313,30 @@ async def test_overloaded_and_cut_stream_are_clear_errors_and_session_recovers(
     assert (await session.send("fine now?")).text == "All good."
 
 
+async def test_a_reply_past_a_mebibyte_and_a_message_past_the_limit(
+    server: ScriptedModelServer, make_session: MakeSession
+) -> None:
+    """A 1.2 MB reply streams whole (its closing messages carry it all: past the SDK's own
+    1 MiB line limit, which failed such turns). A message past the limit the session sets
+    fails its turn clearly, and the next turn runs in a new CLI that resumes the conversation."""
+    long_reply = ("All work and no play makes a long answer. " * 30_000)[:1_200_000]
+    server.add(
+        Reply(match="again", blocks=[text("Back again.")]),
+        Reply(match="essay", blocks=[text(long_reply)], chunk_size=4096, times=0),
+    )
+    session = make_session()
+    record = await session.send("write the essay")
+    assert record.status == "completed" and record.text == long_reply
+
+    small = make_session(backend_options={"max_buffer_size": 256 * 1024})
+    failed = await small.send("write the essay", raise_on_error=False)
+    assert failed.status == "error" and "maximum buffer size" in (failed.error or "")
+    first_cli = small.pids()
+    assert (await small.send("say it again")).text == "Back again."
+    assert small.pids() and small.pids() != first_cli, "the broken CLI was used again"
+    assert "write the essay" in json.dumps(server.requests[-1].body), "the conversation was lost"
+
+
 async def test_unknown_backend_messages_are_kept_as_other(
     server: ScriptedModelServer, make_session: MakeSession
 ) -> None:

@@ -124,6 +124,10 @@ _TOOL_KINDS: dict[str, ToolKind] = {
 is "other", which every permission mode short of allow-all asks about or denies."""
 _HOOK_DENIAL = re.compile(r"^PreToolUse:\S+ hook error: ")
 """How the CLI prefixes a denial our PreToolUse hook gave; the user sees only our reason."""
+_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""The largest line of the CLI's output the SDK reads (its ``max_buffer_size``; the SDK's own
+default is 1 MiB): a turn's closing messages each carry its whole reply, so a long answer or a
+big tool result went past 1 MiB and failed the turn. Override with ``backend_options``."""
 _HOOK_TIMEOUT_S = 24 * 3600.0
 """The PreToolUse hook waits for a person's click: the CLI's 60 s default would decide for them."""
 _TOOL_PREFIX = f"mcp__{SERVER_NAME}__"
@@ -187,6 +191,10 @@ class ClaudeBackend:
                         done.set_exception(exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
+                    # The SDK's reader may be gone (a message over the size limit ends it)
+                    # and the turn's messages half read: this client is done. The next turn
+                    # starts a new CLI that resumes the conversation.
+                    break
                 else:
                     if not done.done():
                         done.set_result(None)
@@ -264,6 +272,7 @@ class ClaudeBackend:
         self._tools = {t.name: t for t in config.tools}
         if self._tools:
             extra["mcp_servers"] = {**_tool_server(config.tools), **extra.get("mcp_servers", {})}
+        extra.setdefault("max_buffer_size", _MAX_MESSAGE_BYTES)
         return sdk.ClaudeAgentOptions(
             model=config.model,
             effort=config.reasoning_effort,  # type: ignore[arg-type]
