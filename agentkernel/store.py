@@ -326,10 +326,13 @@ class Store:
         self.problem: str | None = None
         """Why writes fail and what is not stored yet; None while the store works."""
         self._db = threading.RLock()  # the connection, `problem` and the retry schedule
-        self._queue: collections.deque[Event | _Write] = collections.deque()
-        """Writes in the order they were made. Appended at the right, taken from the left: both
-        atomic, so `append` takes no lock in the common case (a lock there starves the flusher
-        thread of a busy appender)."""
+        self._queue: collections.deque[tuple[Event, ...] | _Write] = collections.deque()
+        """Writes in the order they were made, events a batch (one `extend`) an item. Appended at
+        the right, taken from the left: both atomic, so `append` takes no lock in the common
+        case (a lock there starves the flusher thread of a busy appender)."""
+        self._queued = 0
+        """Events queued (about: an `extend` racing a write may go uncounted, which only delays
+        its batch to `flush_interval`)."""
         self._lock = threading.Lock()  # guards _oldest, _closed and the flusher's sleep
         self._wake = threading.Condition(self._lock)
         self._oldest = 0.0
@@ -545,18 +548,22 @@ class Store:
 
     def extend(self, events: Sequence[Event]) -> None:
         """`append` each of `events`, in order, at the cost of one."""
-        for event in events:
+        batch = tuple(events)
+        for event in batch:
             if not event.session_id:
                 raise ValueError(f"cannot store an event without a session id: {event!r}")
         if self._closed:
             raise ValueError(f"{self!r} is closed")
+        if not batch:
+            return
         queue = self._queue
-        before = len(queue)
-        queue.extend(events)
-        size = len(queue)
-        if before == 0 or size // self.batch_size > before // self.batch_size:
+        first = not queue
+        queue.append(batch)
+        before = self._queued
+        self._queued = after = before + len(batch)
+        if first or after // self.batch_size > before // self.batch_size:
             with self._wake:
-                if before == 0:
+                if first:
                     self._oldest = time.monotonic()
                 self._wake.notify()
 
@@ -746,12 +753,14 @@ class Store:
         with self._db:
             queue = self._queue
             items = [queue.popleft() for _ in range(len(queue))]
+            self._queued = 0
             if write is not None:
                 items.append(write)
             try:
                 wrong = self._commit(items, write)
             except BaseException as exc:
                 queue.extendleft(reversed(items))
+                self._queued += sum(len(item) for item in items if type(item) is tuple)
                 with self._wake:
                     self._oldest = time.monotonic()
                     self._wake.notify()  # the flusher thread retries them
@@ -765,7 +774,9 @@ class Store:
         if wrong is not None:
             raise wrong
 
-    def _commit(self, items: list[Event | _Write], write: _Write | None) -> Exception | None:
+    def _commit(
+        self, items: list[tuple[Event, ...] | _Write], write: _Write | None
+    ) -> Exception | None:
         """One transaction of `items`; returns the error of `write` if it was wrong. A queued
         write found wrong on a retry is dropped with a log message: its caller is long gone."""
         if self._reconnect:  # a fresh connection first: the old one may be broken
@@ -820,7 +831,7 @@ class Store:
                         break
                     if self.problem is not None:
                         due = self._retry_at
-                    elif len(self._queue) >= self.batch_size:
+                    elif self._queued >= self.batch_size:
                         break
                     else:
                         due = self._oldest + self.flush_interval
@@ -945,18 +956,18 @@ class _Write:
     run: Callable[[sqlite3.Connection], None]
 
 
-def _runs(items: list[Event | _Write]) -> Iterator[list[Event] | _Write]:
-    """The queue in order: each run of consecutive events as one list (one statement), and
-    each other write alone."""
+def _runs(items: list[tuple[Event, ...] | _Write]) -> Iterator[list[Event] | _Write]:
+    """The queue in order: the events between two other writes as one list (one statement),
+    and each other write alone."""
     events: list[Event] = []
     for item in items:
-        if isinstance(item, _Write):
+        if type(item) is tuple:
+            events += item
+        else:
             if events:
                 yield events
                 events = []
-            yield item
-        else:
-            events.append(item)
+            yield item  # type: ignore[misc]
     if events:
         yield events
 
@@ -975,7 +986,7 @@ def _apply(conn: sqlite3.Connection, write: _Write) -> Exception | None:
     return None
 
 
-def _describe(queue: collections.deque[Event | _Write]) -> str:
+def _describe(queue: collections.deque[tuple[Event, ...] | _Write]) -> str:
     """What the queue holds, in a phrase: "40 events of session 1a2b3c4d and the end of
     turn 3 of session 1a2b3c4d"."""
     events: collections.Counter[str] = collections.Counter()
@@ -984,7 +995,7 @@ def _describe(queue: collections.deque[Event | _Write]) -> str:
         if isinstance(item, _Write):
             writes.append(item.what)
         else:
-            events[item.session_id[:8]] += 1
+            events.update(event.session_id[:8] for event in item)
     parts = [
         f"{count} event{'s' if count > 1 else ''} of session {session}"
         for session, count in events.items()
@@ -1115,32 +1126,31 @@ def _insert_events(rows: int) -> str:
 
 def _encode(events: list[Event]) -> list[list[Any]]:
     """The events as rows for `_insert_events`, payloads as JSON text: one row per event, but
-    one per
-    *run* of deltas (consecutive `TextDelta` or `ThinkingDelta` of one stream: session, turn
-    and scope), which `_rows_to_events` expands again. A 200 KB reply streams 12,500 deltas;
-    a row each cost more than the rest of the session's work per delta, a row per run costs
-    next to nothing, and every delta keeps its own seq, timestamp and text."""
+    one per *run* of deltas (consecutive `TextDelta` or `ThinkingDelta` of one stream: session,
+    turn and scope), which `_rows_to_events` expands again. A 200 KB reply streams 12,500
+    deltas; a row each cost more than the rest of the session's work per delta, a row per run
+    costs next to nothing, and every delta keeps its own seq, timestamp and text."""
     rows: list[list[Any]] = []
-    run: list[TextDelta | ThinkingDelta] = []
-    for event in events:
-        if run:
-            first = run[0]
-            if (
-                type(event) is type(first)
-                and event.session_id == first.session_id
-                and event.turn == first.turn
-                and event.parent_tool_use_id == first.parent_tool_use_id
-            ):
-                run.append(event)  # type: ignore[arg-type]
-                continue
-            rows.append(_run_row(run))
-            run = []
-        if type(event) in _RUN_TYPES:
-            run.append(event)  # type: ignore[arg-type]
-        else:
-            rows.append(_row(event))
-    if run:
-        rows.append(_run_row(run))
+    count = len(events)
+    start = 0
+    while start < count:
+        first = events[start]
+        cls = type(first)
+        end = start + 1
+        if cls in _RUN_TYPES:
+            session_id, turn, scope = first.session_id, first.turn, first.parent_tool_use_id
+            while end < count:
+                event = events[end]
+                if (
+                    type(event) is not cls
+                    or event.parent_tool_use_id != scope
+                    or event.turn != turn
+                    or event.session_id != session_id
+                ):
+                    break
+                end += 1
+        rows.append(_run_row(events[start:end]) if end - start > 1 else _row(first))  # type: ignore[arg-type]
+        start = end
     for row in rows:
         try:
             row[5] = _ENCODER.encode(row[5])
@@ -1161,11 +1171,9 @@ def _row(event: Event) -> list[Any]:
 
 
 def _run_row(run: list[TextDelta | ThinkingDelta]) -> list[Any]:
-    """One row for a run of deltas (a lone delta is an ordinary row). Its seq column is the
-    first delta's, its timestamp the last's (crash recovery dates a turn's end by it)."""
+    """One row for a run of two or more deltas. Its seq column is the first delta's, its
+    timestamp the last's (crash recovery dates a turn's end by it)."""
     first = run[0]
-    if len(run) == 1:
-        return _row(first)
     return [
         first.session_id,
         first.turn,

@@ -63,10 +63,13 @@ async def test_a_subagent_is_a_child_session_and_keeps_its_words(
     server, make_session: MakeSession
 ) -> None:
     task = {"description": "count birds", "prompt": "SUBTASK count the birds"}
+    # Claude Code runs the sub-agent in the background: the main agent's next model call goes
+    # out beside the sub-agent's. That main reply streams slowly here (as a real model's would
+    # beside a one-line sub-agent), so the sub-agent's words come within the turn.
     server.add(
         Reply(match="SUBTASK", blocks=[text("Sub-agent here: 3 birds.")]),
         Reply(match="delegate", blocks=[tool_use("Agent", {**task, "subagent_type": "claude"})]),
-        Reply(match="tool_result", blocks=[text("The helper found 3 birds.")]),
+        Reply(match="tool_result", blocks=[text("The helper found 3 birds.")], delay=0.5),
     )
     session = make_session(permission_mode="allow-all")
     record = await session.send("delegate the counting")
