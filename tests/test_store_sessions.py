@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -212,6 +213,19 @@ async def test_a_broken_store_warns_once_and_the_session_carries_on(
     await second.close()
 
 
+@contextlib.contextmanager
+def another_process_holds_the_write_lock(store: Store) -> Iterator[sqlite3.Connection]:
+    """A second connection holding the store's write lock (as another kernel writing would),
+    given up on leaving."""
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield blocker
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
 async def test_a_turn_never_waits_for_the_stores_write_lock(
     server: ScriptedModelServer, make_session: MakeSession, tmp_path: Path
 ) -> None:
@@ -222,21 +236,15 @@ async def test_a_turn_never_waits_for_the_stores_write_lock(
     store = Store(tmp_path / "busy.db", busy_timeout=60)
     session = make_session(store=store)
     await session.send("one")
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with another_process_holds_the_write_lock(store) as blocker:
         with warnings.catch_warnings():
             warnings.simplefilter("error", StoreWarning)
             record = await session.send("two")
         assert record.text == "not held up" and record.status == "completed"
-        assert blocker.in_transaction
         (count,) = blocker.execute(
             "SELECT count(*) FROM turns WHERE session_id = ?", (session.id,)
         ).fetchone()
         assert count == 1, "turn two was written past another process's write lock"
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     turns = store.turns(session.id)  # a read writes what is queued first
     assert [(t.number, t.status) for t in turns] == [(1, "completed"), (2, "completed")]
     assert [e.seq for e in store.events(session.id, 2)] == [e.seq for e in record.events]
@@ -255,9 +263,7 @@ async def test_a_store_that_fails_mid_session_catches_up_and_warns_once(
     store = Store(tmp_path / "flaky.db", busy_timeout=0.05)
     session = make_session(store=store)
     await session.send("one")
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with another_process_holds_the_write_lock(store):
         with pytest.warns(StoreWarning, match="not stored yet") as caught:
             await session.send("two")
             deadline = time.monotonic() + 30
@@ -268,9 +274,6 @@ async def test_a_store_that_fails_mid_session_catches_up_and_warns_once(
         warned = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
         assert len(warned) == 1 and "database is locked" in warned[0]
         assert session.store is store and not store.healthy
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     await session.send("four")  # the store works again: what waited goes in first
     store.flush()  # (the store's own thread writes the end of a turn as it ends: wait for it)
     assert store.healthy
