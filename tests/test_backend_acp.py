@@ -35,6 +35,7 @@ from agentkernel.events import (
     ToolResult,
 )
 from agentkernel.testing import Reply, ScriptedModelServer, text, thinking, tool_use
+from agentkernel.testing.backend_conformance import ACP_COPILOT
 
 from .conftest import wait_until_gone
 
@@ -421,11 +422,9 @@ async def test_copilot_answering_error_colon_is_an_answer_not_a_failure(
     answer merely begins so (the request succeeded: the answer has usage) is not a failure."""
     if find_program("copilot", os.environ) is None:
         pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
-    from agentkernel.testing.backend_conformance import _acp_copilot_options
-
     answer = "Error: the file has no header row, so I stopped."
     server.add(Reply(match="check the file", blocks=[text(answer)], times=0))
-    session = make_session(backend="acp", **_acp_copilot_options(server, tmp_path))
+    session = make_session(backend="acp", **ACP_COPILOT.session_options(server, tmp_path))
     record = await session.send("check the file")
     assert record.text == answer and record.status == "completed"
 
@@ -437,9 +436,7 @@ async def test_copilot_reports_retries_and_a_dead_model_as_errors_not_as_text(
     cannot be reached: they are a retry and the turn's failure, and none of it is answer."""
     if find_program("copilot", os.environ) is None:
         pytest.skip("copilot is not installed: python -m agentkernel install-cli copilot")
-    from agentkernel.testing.backend_conformance import _acp_copilot_options
-
-    options = _acp_copilot_options(server, tmp_path)
+    options = ACP_COPILOT.session_options(server, tmp_path)
     server.stop()
     session = make_session(backend="acp", **options)
     with pytest.raises(TurnFailedError) as failed:
