@@ -8,13 +8,13 @@ instant model: `agentkernel.testing.ScriptedModelServer`, in a child process so 
 does not compete with this one for the GIL), each on its own CLI process with a fresh
 CLAUDE_CONFIG_DIR and cwd, CLAUDE_CODE_MAX_RETRIES=0:
 
-- store: ``Session(store=Store(<temporary file>))``: every event is buffered and written by the
-  store's flusher thread (batches of 1,000, or every 0.1 s), the turn's row at its start, and its
-  end (with whatever is still buffered) before the turn returns;
+- store: ``Session(store=Store(<temporary file>))``: every event is queued and written by the
+  store's flusher thread (batches of 1,000, or every 0.1 s), with the turn's start and end rows
+  (the end, with whatever is still queued, written at once as the turn ends);
 - none:  ``Session(store=False)``: the same session kept in memory only.
 
 Each turn is consumed as a notebook cell does: ``async for event in session.stream(prompt)`` to
-the end (the iterator ends after `TurnEnded`, once the turn, store writes included, is over).
+the end (the iterator ends after `TurnEnded`).
 
 How to read it:
 
@@ -24,8 +24,8 @@ How to read it:
   deltas (10 text deltas). Wall time per turn (median, p10, p90) and CPU = this process's CPU
   time per turn, all its threads (the store's flusher thread and SQLite included; the CLI and
   the model server are other processes); ``runtime`` and ``flusher``: the part of it spent on
-  agentkernel's runtime thread (reads the CLI, maps and stamps events, buffers them for the
-  store, writes the turn's end) and on the store's flusher thread (encodes and writes batches).
+  agentkernel's runtime thread (reads the CLI, maps and stamps events, queues them for the
+  store) and on the store's flusher thread (encodes and writes batches, and the turn's rows).
 - added: the median of the per-round differences store - none (wall, and CPU); ``share`` is
   added / median(none): what the store adds to a streaming turn. Target: share < 2% (wall).
   ``IQR``: first to third quartile of the paired wall differences; the verdict says "not
