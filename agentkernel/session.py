@@ -115,7 +115,7 @@ by one than the work itself, and 2 ms is far below what a person (or a 20-per-se
 can tell. Every delta is still its own event, in order."""
 _GATHER_S = 0.02
 _URGENT = (TurnEnded, PermissionRequest, Question)
-"""`stream` lets events gather for `_GATHER_S` after each batch it yields (each wake-up of
+"""`stream` lets events gather for `_GATHER_S` before each batch it yields (each wake-up of
 the caller's loop costs its thread a wait for the GIL), cut short by an `_URGENT` event:
 20 ms is below what a person, or a view that redraws 20 times a second, can tell."""
 _WAKE_INTERVAL_S = 0.2
@@ -1348,11 +1348,11 @@ class Session:
         )
         running = _runtime.submit(self._core.run_turn(turn[0], turn[1]))
         finished = False
-        gather = 0.0
         try:
             while not finished:
-                batch = await handoff.take(_WAKE_INTERVAL_S, gather=gather)
-                gather = _GATHER_S
+                # The first batch gathers too: a wake-up for the turn's opening events would
+                # take the GIL from the runtime thread just as it sends the prompt.
+                batch = await handoff.take(_WAKE_INTERVAL_S, gather=_GATHER_S)
                 if not batch:
                     if running.done():
                         running.result()  # raises what the turn raised (e.g. a refusal)
