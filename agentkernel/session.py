@@ -558,10 +558,8 @@ class _Core:
             warnings.warn(StoreWarning(problem), stacklevel=4)
 
     def _store_failed(self, store: Store, exc: Exception) -> None:
-        if isinstance(exc, StoreWriteError):
-            if not self.store_warned:
-                self.store_warned = True
-                warnings.warn(StoreWarning(str(exc)), stacklevel=3)
+        if isinstance(exc, StoreWriteError):  # the store's `problem` says what is not stored
+            self._store_state(store)
         else:
             warnings.warn(
                 StoreWarning(f"the session store {store.path} refused a write: {exc}"),
