@@ -32,6 +32,7 @@ from agentkernel import (
     TurnEnded,
     TurnFailedError,
 )
+from agentkernel.backends import _claude_transport
 from agentkernel.events import event_from_dict
 from agentkernel.testing import Reply, ScriptedModelServer, text, thinking, tool_use
 
@@ -335,6 +336,45 @@ async def test_a_reply_past_a_mebibyte_and_a_message_past_the_limit(
     assert (await small.send("say it again")).text == "Back again."
     assert small.pids() and small.pids() != first_cli, "the broken CLI was used again"
     assert "write the essay" in json.dumps(server.requests[-1].body), "the conversation was lost"
+
+
+async def test_a_flood_of_cli_lines_is_read_in_bursts_and_a_short_turn_never_waits(
+    server: ScriptedModelServer, make_session: MakeSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's stdout goes through the burst-reading transport on this SDK (an SDK whose
+    insides moved would read line by line again, unnoticed but for this test): a flood of
+    deltas is gathered into far fewer reads, and a short turn's reads never linger."""
+    reads: list[tuple[float, bool]] = []  # per read: when it began, whether it waited first
+    receive = _claude_transport._Bursts.receive
+
+    async def counted(self: _claude_transport._Bursts, max_bytes: int = 65536) -> bytes:
+        reads.append((time.monotonic(), self._busy_reads >= _claude_transport._BUSY_READS))
+        return await receive(self, max_bytes)
+
+    monkeypatch.setattr(_claude_transport._Bursts, "receive", counted)
+    written: list[float] = []
+    write = _claude_transport._BurstReadTransport.write
+
+    async def timed(self: _claude_transport._BurstReadTransport, data: str) -> None:
+        await write(self, data)
+        written.append(time.monotonic())
+
+    monkeypatch.setattr(_claude_transport._BurstReadTransport, "write", timed)
+    flood = "".join(f"{i:05d}, " for i in range(3000))
+    server.add(
+        Reply(match="flood", blocks=[text(flood)], delay=0.0003),
+        Reply(match="short", blocks=[text("ok " * 20)]),
+    )
+    session = make_session()
+    deltas = [e.text async for e in session.stream("flood me") if isinstance(e, TextDelta)]
+    assert "".join(deltas) == flood and len(deltas) == len(flood) // 16 + 1
+    assert reads and len(reads) < len(deltas) / 3, f"{len(reads)} reads for {len(deltas)} deltas"
+    assert any(waited for _, waited in reads), "no read waited for the flood"
+    sent = time.monotonic()
+    assert (await session.send("a short one")).text == "ok " * 20
+    prompted = min(t for t in written if t > sent)  # reads before it wait for nothing
+    short = [waited for began, waited in reads if began > prompted]
+    assert short and not any(short), "a short turn's read waited"
 
 
 async def test_unknown_backend_messages_are_kept_as_other(

@@ -48,6 +48,7 @@ from ..events import (
 )
 from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
+from ._claude_transport import transport_for
 from ._diff import unified_diff
 
 # The SDK logs through Python's last-resort handler when no logging is configured, so a CLI
@@ -172,7 +173,7 @@ class ClaudeBackend:
     async def _own_client(
         self, options: sdk.ClaudeAgentOptions, connected: asyncio.Future[None]
     ) -> None:
-        client = sdk.ClaudeSDKClient(options)
+        client = sdk.ClaudeSDKClient(options, transport=transport_for(options))
         try:
             await client.connect()
         except BaseException as exc:  # handed to the caller of connect()

@@ -57,6 +57,7 @@ __all__ = [
     "test_allow_reads_allows_no_write",
     "test_bad_cli_path_is_a_clear_error",
     "test_denied_shell_command_does_not_run",
+    "test_flood_of_text_arrives_whole_and_a_command_after_it_is_asked",
     "test_headless_default_denies_every_command",
     "test_history_reaches_the_model",
     "test_interrupt_while_an_approval_waits",
@@ -388,6 +389,32 @@ async def check_text_streams_in_order(h: Harness) -> None:
     assert _ended(events).stop_reason == "end_turn"
     seqs = [e.seq for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+FLOOD_TEXT = "".join(f"line {i:04d}: café, 漢字, flood\n" for i in range(600))
+"""About 1,000 deltas of 16 characters, each written on its own about 0.3 ms apart: faster
+than a reader that wakes for every write keeps up with (so readers that gather writes do), with
+characters of two and three UTF-8 bytes that a read can cut in half."""
+
+
+async def check_flood_of_text_arrives_whole_and_a_command_after_it_is_asked(h: Harness) -> None:
+    marker = h.cwd / "after-the-flood.txt"
+    h.script(
+        Reply(
+            match="flood me",
+            blocks=[text(FLOOD_TEXT), h.case.shell(f"touch {marker}")],
+            delay=0.0003,
+            times=0,
+        ),
+        Reply(match="tool_result", blocks=[text("Done after the flood.")], times=0),
+    )
+    events = await h.stream(h.session(), "flood me", _allow)
+    streamed = "".join(d.text for d in _of(events, TextDelta))
+    assert streamed.startswith(FLOOD_TEXT), "characters of the flood were lost or reordered"
+    assert [t.text for t in _of(events, Text)][:1] == [FLOOD_TEXT]
+    assert len(_of(events, PermissionRequest)) == 1, "the command after the flood was not asked"
+    assert marker.exists(), "the command after the flood did not run"
+    assert _ended(events).stop_reason == "end_turn"
 
 
 async def check_history_reaches_the_model(h: Harness) -> None:
@@ -724,6 +751,11 @@ async def check_python_tool_runs_with_the_models_arguments(h: Harness) -> None:
     assert any("not this time" in r.last_user_text for r in h.server.requests[-2:])
 
 
+def _allow(event: Event) -> None:
+    if isinstance(event, PermissionRequest):
+        event.allow()
+
+
 def _deny(event: Event, reason: str) -> None:
     if isinstance(event, PermissionRequest):
         event.deny(reason)
@@ -734,6 +766,12 @@ def _deny(event: Event, reason: str) -> None:
 
 async def test_text_streams_in_order(harness: Harness) -> None:
     await check_text_streams_in_order(harness)
+
+
+async def test_flood_of_text_arrives_whole_and_a_command_after_it_is_asked(
+    harness: Harness,
+) -> None:
+    await check_flood_of_text_arrives_whole_and_a_command_after_it_is_asked(harness)
 
 
 async def test_history_reaches_the_model(harness: Harness) -> None:
