@@ -31,6 +31,7 @@ from agentkernel import (
     ToolResult,
     TurnEnded,
     TurnFailedError,
+    _runtime,
 )
 from agentkernel.backends import _claude_transport
 from agentkernel.events import event_from_dict
@@ -336,6 +337,18 @@ async def test_a_reply_past_a_mebibyte_and_a_message_past_the_limit(
     assert (await small.send("say it again")).text == "Back again."
     assert small.pids() and small.pids() != first_cli, "the broken CLI was used again"
     assert "write the essay" in json.dumps(server.requests[-1].body), "the conversation was lost"
+
+
+def test_the_runtime_thread_tells_sniffio_it_runs_asyncio() -> None:
+    """anyio asks sniffio at every checkpoint of the SDK's streams; the runtime thread answers
+    from a thread-local instead of sniffing for the current task each time."""
+    sniffio = pytest.importorskip("sniffio")
+
+    async def asked() -> tuple[object, str]:
+        return sniffio.thread_local.name, sniffio.current_async_library()
+
+    assert _runtime.call_sync(asked()) == ("asyncio", "asyncio")
+    assert sniffio.thread_local.name is None, "only the runtime thread is named"
 
 
 async def test_a_flood_of_cli_lines_is_read_in_bursts_and_a_short_turn_never_waits(
