@@ -5,36 +5,94 @@ Python API underneath them.
 """
 
 import logging
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from .errors import AgentKernelError, BudgetExceededError, SessionClosedError, TurnFailedError
-from .events import (
-    Compaction,
-    Decision,
-    Error,
-    Event,
-    FileChange,
-    Other,
-    PermissionDecided,
-    PermissionRequest,
-    PlanUpdate,
-    Question,
-    SessionStarted,
-    Task,
-    Text,
-    TextDelta,
-    Thinking,
-    ThinkingDelta,
-    ToolCall,
-    ToolInfo,
-    ToolKind,
-    ToolResult,
-    TurnEnded,
-    TurnStarted,
-    Usage,
-    UsageUpdate,
-)
-from .session import Session, Stats, SyncSession, TurnRecord
-from .tools import Tool, tool
+if TYPE_CHECKING:
+    from .errors import (
+        AgentKernelError,
+        BudgetExceededError,
+        SessionClosedError,
+        TurnFailedError,
+    )
+    from .events import (
+        Compaction,
+        Decision,
+        Error,
+        Event,
+        FileChange,
+        Other,
+        PermissionDecided,
+        PermissionRequest,
+        PlanUpdate,
+        Question,
+        SessionStarted,
+        Task,
+        Text,
+        TextDelta,
+        Thinking,
+        ThinkingDelta,
+        ToolCall,
+        ToolInfo,
+        ToolKind,
+        ToolResult,
+        TurnEnded,
+        TurnStarted,
+        Usage,
+        UsageUpdate,
+    )
+    from .session import Session, Stats, SyncSession, TurnRecord
+    from .tools import Tool, tool
+
+_HOMES = {
+    "errors": ("AgentKernelError", "BudgetExceededError", "SessionClosedError", "TurnFailedError"),
+    "events": (
+        "Compaction",
+        "Decision",
+        "Error",
+        "Event",
+        "FileChange",
+        "Other",
+        "PermissionDecided",
+        "PermissionRequest",
+        "PlanUpdate",
+        "Question",
+        "SessionStarted",
+        "Task",
+        "Text",
+        "TextDelta",
+        "Thinking",
+        "ThinkingDelta",
+        "ToolCall",
+        "ToolInfo",
+        "ToolKind",
+        "ToolResult",
+        "TurnEnded",
+        "TurnStarted",
+        "Usage",
+        "UsageUpdate",
+    ),
+    "session": ("Session", "Stats", "SyncSession", "TurnRecord"),
+    "tools": ("Tool", "tool"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use (PEP 562). Why lazily: the Agent kernel and
+    ``%load_ext`` import this package first, and the session's modules (the store, the event
+    model, pydantic for tool schemas) took 130 ms before the kernel could say it was ready."""
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentkernel' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME_OF})
+
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -40,6 +42,21 @@ SESSION = {
 def test_package_exports() -> None:
     assert set(agentkernel.__all__) == PUBLIC
     assert all(hasattr(agentkernel, name) for name in PUBLIC)
+
+
+def test_the_package_and_the_agent_kernel_import_without_the_session_layer() -> None:
+    """The Agent kernel answers kernel_info before it needs a session: importing it (and the
+    package) must not pull in the session, the store, the event model or pydantic."""
+    heavy = ("agentkernel.session", "agentkernel.store", "agentkernel.events", "pydantic")
+    probe = (
+        "import sys, agentkernel, agentkernel.kernel.kernel\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert set(dir(agentkernel)) >= PUBLIC
+    with pytest.raises(AttributeError, match="no attribute 'Sesion'"):
+        agentkernel.Sesion  # noqa: B018
 
 
 def test_session_attributes() -> None:

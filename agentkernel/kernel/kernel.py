@@ -30,14 +30,13 @@ from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Enum, Unicode
 
 from .. import __version__, _runtime
-from ..backends import load_backend
-from ..session import Session, shared_store
 from . import _introspect
 from ._cells import classify
 
 if TYPE_CHECKING:
     from ..notebook.magics import AgentMagics
     from ..notebook.sessions import SessionRegistry
+    from ..session import Session
 
 LANGUAGE_INFO: dict[str, Any] = {
     "name": "markdown",
@@ -167,6 +166,7 @@ class AgentKernel(IPythonKernel):
     def _start_session(self, magics: AgentMagics) -> tuple[Session, bool]:
         """The kernel's session: this notebook's own (if resuming), else a new one."""
         from ..notebook import continuity
+        from ..session import shared_store
         from ._continuity import starting_match
 
         store = shared_store()
@@ -187,6 +187,7 @@ class AgentKernel(IPythonKernel):
     def _adopt(self, magics: AgentMagics, match: Any) -> Session:
         """Continue the matched session (a fork of it, for a copied notebook)."""
         from ..notebook import continuity
+        from ..session import Session, shared_store
 
         options = {}
         if magics.default_permission_mode:
@@ -205,6 +206,7 @@ class AgentKernel(IPythonKernel):
         """At the first prompt: a session the warm-up started new gives way to the stored one
         this cell ran a turn of (a notebook whose file did not yet hold its cells)."""
         from ..notebook import continuity
+        from ..session import shared_store
 
         fresh, self._fresh = self._fresh, None
         store = shared_store()
@@ -432,6 +434,8 @@ def _new_session(magics: AgentMagics, name: str) -> Session:
 
 
 async def _import_backend(name: str) -> None:
+    from ..backends import load_backend
+
     load_backend(name)
 
 
