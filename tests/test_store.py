@@ -3,6 +3,7 @@ migrations, the query API, and export."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -227,6 +228,30 @@ APPEND_FOREVER = """
         store.append(TextDelta(session_id="victim", turn=1, seq=seq, text=f"{seq} "))
         time.sleep(0.002)
 """
+
+
+def test_a_queued_turn_end_is_written_by_the_flusher_soon_with_the_events_before_it(
+    path: Path,
+) -> None:
+    """``end_turn(wait=False)`` (a session's turn end) is due `END_DELAY_S` later, not after
+    `flush_interval`: another process sees the ended turn and its events without this store
+    being read or flushed."""
+    with Store(path, flush_interval=3600) as store:
+        session = new_session(store)
+        store.start_turn(session.id, 1, "hello", wait=False)
+        store.extend([TextDelta(session_id=session.id, turn=1, seq=n, text="x") for n in (1, 2)])
+        store.end_turn(session.id, 1, "completed", wait=False)
+        deadline = time.monotonic() + 20
+        row = None
+        while row is None or row[0] != "completed":
+            assert time.monotonic() < deadline, "the turn's end was not written"
+            time.sleep(0.02)
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as other:
+                row = other.execute(
+                    "SELECT status FROM turns WHERE session_id = ? AND number = 1", (session.id,)
+                ).fetchone()
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as other:
+            assert other.execute(STORED_EVENTS).fetchone()[0] == 2
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
