@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import psutil
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
 
-from agentkernel import Session
-from agentkernel.testing import ScriptedModelServer
+from agentkernel import Session, TextDelta
+from agentkernel.backends import _bursts
+from agentkernel.testing import Reply, ScriptedModelServer, text
 from agentkernel.testing.backend_conformance import ACP_COPILOT
 
 from .kernel_client import KernelDriver
@@ -176,3 +178,53 @@ def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep every test's session store out of the user's Jupyter data dir."""
     monkeypatch.setenv("AGENTKERNEL_STORE", str(tmp_path / "sessions.db"))
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
+
+
+@dataclass
+class BurstReads:
+    """What `Bursts` did: when each read was asked and whether it lingered first, and when we
+    wrote to the process."""
+
+    reads: list[tuple[float, bool]] = field(default_factory=list)
+    writes: list[float] = field(default_factory=list)
+
+
+@pytest.fixture
+def burst_reads(monkeypatch: pytest.MonkeyPatch) -> BurstReads:
+    recorded = BurstReads()
+    before_read, answer_expected = _bursts.Bursts.before_read, _bursts.Bursts.answer_expected
+
+    async def counted(self: _bursts.Bursts) -> None:
+        recorded.reads.append((time.monotonic(), self._busy_reads >= _bursts._BUSY_READS))
+        await before_read(self)
+
+    def noted(self: _bursts.Bursts) -> None:
+        recorded.writes.append(time.monotonic())
+        answer_expected(self)
+
+    monkeypatch.setattr(_bursts.Bursts, "before_read", counted)
+    monkeypatch.setattr(_bursts.Bursts, "answer_expected", noted)
+    return recorded
+
+
+async def check_a_flood_is_read_in_bursts(
+    session: Session, server: ScriptedModelServer, recorded: BurstReads
+) -> None:
+    """The backend reads its CLI's stdout through `Bursts` (a backend whose reader changed
+    would read line by line again, unnoticed but for this check): a flood of deltas comes in
+    far fewer reads, whole, and a short turn's reads after its prompt never linger."""
+    flood = "".join(f"{i:05d}, " for i in range(3000))
+    server.add(
+        Reply(match="flood", blocks=[text(flood)], delay=0.0003),
+        Reply(match="short", blocks=[text("ok " * 20)]),
+    )
+    deltas = [e.text async for e in session.stream("flood me") if isinstance(e, TextDelta)]
+    assert "".join(deltas) == flood
+    reads = recorded.reads
+    assert reads and len(reads) < len(deltas) / 3, f"{len(reads)} reads for {len(deltas)} deltas"
+    assert any(lingered for _, lingered in reads), "no read waited for the flood"
+    sent = time.monotonic()
+    assert (await session.send("a short one")).text == "ok " * 20
+    prompted = min(t for t in recorded.writes if t > sent)  # reads before it wait for nothing
+    short = [lingered for asked, lingered in reads if asked > prompted]
+    assert short and not any(short), "a short turn's read waited"

@@ -40,6 +40,8 @@ from agentkernel.events import (
 )
 from agentkernel.testing import API_KEY, Reply, ScriptedModelServer, text, thinking, tool_use
 
+from .conftest import BurstReads, check_a_flood_is_read_in_bursts
+
 MODEL = "gpt-5.5"
 
 
@@ -281,6 +283,16 @@ async def test_the_plan_tool_fills_the_task_list(
     assert [(t.text, t.status) for t in session.tasks] == plans[-1]
     assert "unsupported call" not in _sent_after(server, 1)
     await session.close()
+
+
+async def test_a_flood_of_app_server_lines_is_read_in_bursts(
+    server: ScriptedModelServer, tmp_path: Path, burst_reads: BurstReads
+) -> None:
+    session = Session("codex", **_options(server, tmp_path))
+    try:
+        await check_a_flood_is_read_in_bursts(session, server, burst_reads)
+    finally:
+        await session.close()
 
 
 async def test_retry_notice_then_success(server: ScriptedModelServer, tmp_path: Path) -> None:

@@ -33,11 +33,10 @@ from agentkernel import (
     TurnFailedError,
     _runtime,
 )
-from agentkernel.backends import _claude_transport
 from agentkernel.events import event_from_dict
 from agentkernel.testing import Reply, ScriptedModelServer, text, thinking, tool_use
 
-from .conftest import wait_until_gone
+from .conftest import BurstReads, check_a_flood_is_read_in_bursts, wait_until_gone
 
 MakeSession = Callable[..., Session]
 PRICED_MODEL = "claude-opus-5-5"
@@ -352,42 +351,9 @@ def test_the_runtime_thread_tells_sniffio_it_runs_asyncio() -> None:
 
 
 async def test_a_flood_of_cli_lines_is_read_in_bursts_and_a_short_turn_never_waits(
-    server: ScriptedModelServer, make_session: MakeSession, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedModelServer, make_session: MakeSession, burst_reads: BurstReads
 ) -> None:
-    """The CLI's stdout goes through the burst-reading transport on this SDK (an SDK whose
-    insides moved would read line by line again, unnoticed but for this test): a flood of
-    deltas is gathered into far fewer reads, and a short turn's reads never linger."""
-    reads: list[tuple[float, bool]] = []  # per read: when it began, whether it waited first
-    receive = _claude_transport._Bursts.receive
-
-    async def counted(self: _claude_transport._Bursts, max_bytes: int = 65536) -> bytes:
-        reads.append((time.monotonic(), self._busy_reads >= _claude_transport._BUSY_READS))
-        return await receive(self, max_bytes)
-
-    monkeypatch.setattr(_claude_transport._Bursts, "receive", counted)
-    written: list[float] = []
-    write = _claude_transport._BurstReadTransport.write
-
-    async def timed(self: _claude_transport._BurstReadTransport, data: str) -> None:
-        await write(self, data)
-        written.append(time.monotonic())
-
-    monkeypatch.setattr(_claude_transport._BurstReadTransport, "write", timed)
-    flood = "".join(f"{i:05d}, " for i in range(3000))
-    server.add(
-        Reply(match="flood", blocks=[text(flood)], delay=0.0003),
-        Reply(match="short", blocks=[text("ok " * 20)]),
-    )
-    session = make_session()
-    deltas = [e.text async for e in session.stream("flood me") if isinstance(e, TextDelta)]
-    assert "".join(deltas) == flood and len(deltas) == len(flood) // 16 + 1
-    assert reads and len(reads) < len(deltas) / 3, f"{len(reads)} reads for {len(deltas)} deltas"
-    assert any(waited for _, waited in reads), "no read waited for the flood"
-    sent = time.monotonic()
-    assert (await session.send("a short one")).text == "ok " * 20
-    prompted = min(t for t in written if t > sent)  # reads before it wait for nothing
-    short = [waited for began, waited in reads if began > prompted]
-    assert short and not any(short), "a short turn's read waited"
+    await check_a_flood_is_read_in_bursts(make_session(), server, burst_reads)
 
 
 async def test_unknown_backend_messages_are_kept_as_other(

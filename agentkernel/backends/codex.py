@@ -105,6 +105,7 @@ from ..events import (
 )
 from ..tools import Tool, ToolOutput
 from . import BackendConfig, BackendHost, CloseResult, Prompt, _launcher
+from ._bursts import Bursts, read_pipe
 
 log = logging.getLogger("agentkernel.codex")
 
@@ -127,6 +128,7 @@ the session's task list."""
 
 _LINE_LIMIT = 64 * 1024 * 1024
 """One JSON-RPC message per line; a resumed thread or a long command output makes big ones."""
+_READ_BYTES = 256 * 1024
 _START_TIMEOUT_S = 60.0
 _CLOSE_TIMEOUT_S = 5.0
 _STDERR_KEEP = 200
@@ -223,7 +225,8 @@ class _RpcError(Exception):
 class _AppServer:
     """One ``codex app-server`` process and the JSON-RPC conversation on its stdio (one JSON
     object per line). Server requests and notifications go to the callbacks; a callback that
-    fails is logged and never stops the reader."""
+    fails is logged and never stops the reader. Its stdout is read in chunks paced by `Bursts`
+    (a flood of deltas comes a few dozen lines per read) and split into lines here."""
 
     def __init__(
         self,
@@ -238,6 +241,8 @@ class _AppServer:
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_KEEP)
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pipe = read_pipe(process.stdout)
+        self._bursts = Bursts(pipe) if pipe is not None else None
         self._tasks = (
             asyncio.create_task(self._read_stdout()),
             asyncio.create_task(self._read_stderr()),
@@ -269,6 +274,8 @@ class _AppServer:
         if self.closed.done() or stdin is None or stdin.is_closing():
             raise ConnectionError(f"the Codex app-server is not running{self.stderr_tail()}")
         stdin.write(json.dumps(message).encode() + b"\n")
+        if self._bursts is not None:
+            self._bursts.answer_expected()
 
     def close_stdin(self) -> None:
         stdin = self.process.stdin
@@ -288,16 +295,30 @@ class _AppServer:
         return f"\nCodex stderr:\n{tail}" if tail else ""
 
     async def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
+        stdout = self.process.stdout
+        assert stdout is not None
+        bursts = self._bursts
+        partial = bytearray()  # the start of a line whose end has not come yet
         try:
-            while line := await self.process.stdout.readline():
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    log.warning("Codex app-server wrote a line that is not JSON: %.200r", line)
+            while True:
+                if bursts is not None:
+                    await bursts.before_read()
+                chunk = await stdout.read(_READ_BYTES)
+                if bursts is not None:
+                    bursts.after_read(len(chunk))
+                if not chunk:
+                    break
+                end = chunk.rfind(b"\n")
+                if end < 0:
+                    partial += chunk
+                    if len(partial) > _LINE_LIMIT:
+                        raise ValueError(f"a line longer than {_LINE_LIMIT} bytes")
                     continue
-                if isinstance(message, dict):
-                    self._dispatch(message)
+                lines = (bytes(partial) + chunk[:end]).split(b"\n")
+                partial[:] = chunk[end + 1 :]
+                for line in lines:
+                    self._line(line)
+            self._line(bytes(partial))
         except (OSError, ValueError) as exc:  # a broken pipe, a line over the limit
             log.warning("reading from the Codex app-server failed: %s", exc)
         finally:
@@ -307,6 +328,17 @@ class _AppServer:
                     answer.set_exception(gone)
             if not self.closed.done():
                 self.closed.set_result(None)
+
+    def _line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.warning("Codex app-server wrote a line that is not JSON: %.200r", line)
+            return
+        if isinstance(message, dict):
+            self._dispatch(message)
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
