@@ -154,12 +154,12 @@ def _wait(
 # ---------------------------------------------------------------------------- the page
 
 
-def _kernel_ready(page: Page, lab: LabServer) -> bool:
-    """The notebook has its kernel, idle, in the page and on the server. (The execution
-    indicator says "idle" before any kernel exists, so it alone is not enough.)"""
+def _kernel_ready(page: Page, lab: LabServer, kernel: str = KERNEL_NAME) -> bool:
+    """The notebook has its kernel (by display name), idle, in the page and on the server.
+    (The execution indicator says "idle" before any kernel exists, so it alone is not enough.)"""
     name = page.locator(".jp-NotebookPanel .jp-Toolbar-kernelName")
     status = page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator")
-    if name.count() == 0 or name.first.inner_text().strip() != KERNEL_NAME:
+    if name.count() == 0 or name.first.inner_text().strip() != kernel:
         return False
     if status.count() == 0 or status.first.get_attribute("data-status") != "idle":
         return False
@@ -740,6 +740,8 @@ def test_approval_in_notebook_7_with_the_file_list_tab_still_open(
             cell = page.locator(".jp-Notebook .jp-Cell").first
             expect(cell).to_be_visible(timeout=60_000)
             assert not tree.is_closed(), "the file-list tab should stay open (its connection)"
+            # A run before the kernel is up makes Notebook 7 ask which kernel to start.
+            _wait(page, lambda: _kernel_ready(page, lab, "Agent"), 60, "the idle kernel", diag)
             diag.phase = "running"
             cell.locator(".cm-content").click()
             page.keyboard.type("please make the file")
