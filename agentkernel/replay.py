@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ._event_log import EventLog
 from ._redact import redactor
 from .errors import AgentKernelError
 from .events import event_from_dict
@@ -140,7 +141,7 @@ class Recording:
             int(data["turn"]),
             str(data["prompt"]),
             status="completed",
-            events=[event_from_dict(e) for e in data["events"]],
+            events=EventLog(event_from_dict(e) for e in data["events"]),
             started_at=float(data["recorded_at"]),
             stop_reason=str(data.get("stop_reason") or ""),
             replay_key=str(data["key"]),

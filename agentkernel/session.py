@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _runtime
+from ._event_log import EventLog
 from ._redact import Redactor, StreamRedactor, redactor
 from .backends import (
     DEFAULT_BACKEND,
@@ -125,12 +126,14 @@ waking the loop) is heard promptly even while nothing streams."""
 
 @dataclass
 class TurnRecord:
-    """One turn: its prompt, every event, and how it ended."""
+    """One turn: its prompt, every event, and how it ended. ``events`` is a sequence (an
+    `EventLog`: kept so the garbage collector skips its deltas); ``list(record.events)`` for a
+    list."""
 
     number: int
     prompt: str
     status: TurnStatus = "running"
-    events: list[Event] = field(default_factory=list)
+    events: EventLog = field(default_factory=EventLog)
     usage: Usage = field(default_factory=Usage)
     started_at: float = field(default_factory=time.time)
     duration_s: float = 0.0
@@ -143,6 +146,10 @@ class TurnRecord:
     replayed_from: str | None = None
     """``SESSION_ID:TURN`` of the recorded turn this one replays; None: the agent ran it."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.events, EventLog):  # (given as a list)
+            self.events = EventLog(self.events)
+
     @classmethod
     def stored(cls, turn: StoredTurn, events: list[Event]) -> TurnRecord:
         """The record of a turn read back from the store, with its events."""
@@ -150,7 +157,7 @@ class TurnRecord:
             number=turn.number,
             prompt=turn.prompt,
             status=turn.status,
-            events=events,
+            events=EventLog(events),
             usage=turn.usage,
             started_at=turn.started_at,
             duration_s=turn.duration_s or 0.0,
@@ -1687,7 +1694,7 @@ class Session:
                     number,
                     source.prompt,
                     status="completed",
-                    events=events,
+                    events=EventLog(events),
                     stop_reason=source.stop_reason,
                     backend_session_id=backend_session_id,
                     replay_key=source.replay_key,

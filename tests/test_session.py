@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import struct
 import time
@@ -336,6 +337,34 @@ async def test_a_reply_past_a_mebibyte_and_a_message_past_the_limit(
     assert (await small.send("say it again")).text == "Back again."
     assert small.pids() and small.pids() != first_cli, "the broken CLI was used again"
     assert "write the essay" in json.dumps(server.requests[-1].body), "the conversation was lost"
+
+
+async def test_the_history_keeps_every_delta_out_of_the_garbage_collectors_sight(
+    server: ScriptedModelServer, make_session: MakeSession
+) -> None:
+    """A turn's record holds each of its 5,000 deltas, equal to the ones streamed, yet leaves
+    no object per delta for the cyclic garbage collector to walk (each one cost ~3 us in the
+    full collections a growing history set off)."""
+    server.add(
+        Reply(match="warm", blocks=[text("Warm.")]),
+        Reply(match="many", blocks=[thinking("hm" * 100), text("abcd" * 2500)], chunk_size=2),
+    )
+    session = make_session()
+    await session.send("warm up")
+    gc.collect()
+    before = len(gc.get_objects())
+    streamed = await collect(session, "many deltas please")
+    kept = session.history[-1].events
+    deltas = [e for e in kept if isinstance(e, TextDelta)]
+    assert len(deltas) == 5000 and "".join(d.text for d in deltas) == "abcd" * 2500
+    assert [type(e) for e in kept].count(ThinkingDelta) == 100
+    assert kept == streamed and list(kept) == streamed and kept[-1] is streamed[-1]
+    assert kept[3:6] == streamed[3:6] and kept[-2] == streamed[-2]
+    assert [e.seq for e in kept] == sorted({e.seq for e in streamed})
+    del streamed, deltas
+    gc.collect()
+    grown = len(gc.get_objects()) - before
+    assert grown < 1000, f"{grown:,} more objects tracked: the history keeps one per delta"
 
 
 def test_the_runtime_thread_tells_sniffio_it_runs_asyncio() -> None:
