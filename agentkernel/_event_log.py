@@ -57,6 +57,10 @@ class EventLog(Sequence[Event]):
         self.extend(events)
         return self
 
+    def not_deltas(self) -> Iterator[Event]:
+        """The events that are not streamed deltas, in order, without reviving the deltas."""
+        return (item for code, item in zip(self._codes, self._items, strict=True) if not code)
+
     def __len__(self) -> int:
         return len(self._items)
 

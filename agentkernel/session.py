@@ -173,7 +173,9 @@ class TurnRecord:
         """The turn's text blocks, joined: what the agent itself said (a sub-agent's words stay
         with its tool call)."""
         return "\n\n".join(
-            e.text for e in self.events if isinstance(e, Text) and e.parent_tool_use_id is None
+            e.text
+            for e in self.events.not_deltas()
+            if isinstance(e, Text) and e.parent_tool_use_id is None
         )
 
 
@@ -842,7 +844,7 @@ class _Core:
         # reaching the budget the user set: that is a stop, not a failure.
         errors = [
             e
-            for e in record.events
+            for e in record.events.not_deltas()
             if isinstance(e, Error) and e.kind not in ("retrying", "budget")
         ]
         record.usage = ended.usage
