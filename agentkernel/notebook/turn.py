@@ -318,7 +318,7 @@ def _brief(request: PermissionRequest) -> str:
 
 def provenance(session: Session, record: TurnRecord) -> dict[str, Any]:
     """What the saved output records about how it was made (kept in the output's metadata)."""
-    decisions = [e.to_dict() for e in record.events if e.type == "permission_decided"]
+    decisions = [e.to_dict() for e in record.events.not_deltas() if e.type == "permission_decided"]
     return {
         "session_id": session.id,
         "session_name": session.name,
