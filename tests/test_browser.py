@@ -26,6 +26,7 @@ from typing import Any
 import nbformat
 import pytest
 from playwright.sync_api import ConsoleMessage, Locator, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from agentkernel.testing import Reply, ScriptedModelServer, text, tool_use
 
@@ -186,9 +187,16 @@ def _watch_stream(page: Page, cell: Locator, until: Locator, diag: Diagnostics) 
             samples.append(streamed)
             if streamed.count("\n") >= 3 and STREAM.startswith(streamed):
                 # The text and its layout read at the same moment.
+                # The view may be redrawn (the approval arrives) between the two reads: then
+                # this sample is skipped, not waited for.
                 sink = cell.locator(".agentkernel-stream").first
-                measured = sink.evaluate(f"el => [el.textContent, ({TYPE_JS})(el)]")
-                if STREAM.startswith(measured[0]):
+                try:
+                    measured = sink.evaluate(
+                        f"el => [el.textContent, ({TYPE_JS})(el)]", timeout=1000
+                    )
+                except PlaywrightTimeoutError:
+                    measured = [""]
+                if measured[0] and STREAM.startswith(measured[0]):
                     diag.live_type.append((measured[0].count("\n"), measured[1]))
         page.wait_for_timeout(20)
     return samples
