@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import random
 import re
+
+import mistune
 
 from agentkernel import render
 from agentkernel.events import (
@@ -28,6 +31,7 @@ from agentkernel.events import (
     UsageUpdate,
     event_from_dict,
 )
+from agentkernel.render._style import _md_to_html
 
 LONG = "\n".join(f"line {i}" for i in range(100))
 EDIT = {"file_path": "a.py", "old_string": "x = 1\ny = 2", "new_string": "x = 1\ny = 3"}
@@ -203,6 +207,27 @@ def test_html_is_escaped_and_self_contained() -> None:
     assert not re.search(r"\s(src|href)=\"?(https?:)?//", page), "no external resources"
     assert page.count("<details") == page.count("</details>")
     assert page.count("<div") == page.count("</div>")
+
+
+def test_answer_html_is_the_same_whichever_markdown_parser_renders_it() -> None:
+    """A text without "://" is rendered without the slow bare-URL rule (`_md_to_html`): the
+    HTML must be what the rule would have made, for any text; and bare URLs still link."""
+    every_rule = mistune.create_markdown(
+        escape=True, hard_wrap=True, plugins=["strikethrough", "table", "task_lists", "url"]
+    )
+    rng = random.Random(16)
+    alphabet = "ahpst:/.<>[]()*_`~\n #-|!\\&;x1 "
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))) for _ in range(2000)]
+    texts += [
+        "**bold** _it_ ~~gone~~ `code` [a](b) ![i](j) <b>raw</b> &amp; h ttp:/x",
+        "| a | b |\n|---|---|\n| c | ~~d~~ |\n\n- [ ] task\n- [x] done\n",
+        "line one\nline two  \n    indented\n\n```py\nx = 'http:/'\n```",
+    ]
+    for text in texts:
+        assert _md_to_html(text) == every_rule(text), text
+    linked = _md_to_html("see https://example.com/a_b?x=1. then")
+    assert linked == every_rule("see https://example.com/a_b?x=1. then")
+    assert '<a href="https://example.com/a_b?x=1">' in linked
 
 
 def test_html_has_cards_diffs_plan_and_collapsed_long_output() -> None:

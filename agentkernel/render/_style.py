@@ -34,9 +34,24 @@ _DIFF_BG = {
 
 # hard_wrap: a single line break stays a break, as in the live view (which shows the text as it
 # streams, breaks kept), so nothing reflows when the turn ends and its output turns static.
-_md_to_html = mistune.create_markdown(
-    escape=True, hard_wrap=True, plugins=["strikethrough", "table", "task_lists", "url"]
+_MARKDOWN_PLUGINS = ["strikethrough", "table", "task_lists"]
+_md_with_bare_urls = mistune.create_markdown(
+    escape=True, hard_wrap=True, plugins=[*_MARKDOWN_PLUGINS, "url"]
 )
+_md_without_bare_urls = mistune.create_markdown(
+    escape=True, hard_wrap=True, plugins=_MARKDOWN_PLUGINS
+)
+
+
+def _md_to_html(text: str) -> str:
+    """The agent's Markdown as HTML (its raw HTML escaped), bare URLs made links.
+
+    mistune's bare-URL rule names no start character, which takes its inline parser off the
+    fast path (skipping plain text up to the next character a rule starts with): it tries its
+    rules at every word, about 15x slower (a 1 MiB answer: 0.25 s, against 0.015 s). That
+    rule matches only at a "://", so a text without one renders without it: the same HTML."""
+    return (_md_with_bare_urls if "://" in text else _md_without_bare_urls)(text)  # type: ignore[return-value]
+
 
 # --------------------------------------------------------------------------- helpers
 
