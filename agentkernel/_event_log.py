@@ -44,6 +44,10 @@ class EventLog(Sequence[Event]):
         self.extend(events)
 
     def extend(self, events: Iterable[Event]) -> None:
+        if type(events) is EventLog:  # another log's items as they are, none revived
+            self._items += events._items
+            self._codes += events._codes
+            return
         items, codes, code_of = self._items, self._codes, _CODE.get
         for event in events:
             code = code_of(type(event), 0)
@@ -56,6 +60,16 @@ class EventLog(Sequence[Event]):
     def __iadd__(self, events: Iterable[Event]) -> EventLog:
         self.extend(events)
         return self
+
+    def entries(self) -> Iterator[tuple[type[Event] | None, Any]]:
+        """Each item as it is kept, none revived: ``(its class, its field dict)`` for a delta,
+        ``(None, the event)`` for any other event. For code that reads the fields of many
+        deltas at once (the store's encoder): reviving them would make them tracked objects
+        again, all alive together."""
+        return (
+            (_DELTAS[code - 1] if code else None, item)
+            for code, item in zip(self._codes, self._items, strict=True)
+        )
 
     def not_deltas(self) -> Iterator[Event]:
         """The events that are not streamed deltas, in order, without reviving the deltas."""

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import logging
 import os
 import queue
@@ -249,7 +250,7 @@ class _Subscription:
 @dataclass
 class _TurnState:
     record: TurnRecord
-    sink: Callable[[list[Event]], None] | None
+    sink: Callable[[EventLog], None] | None
     """Gets the turn's events as they are emitted, a batch at a time."""
     can_ask: bool
     mode: PermissionMode | None
@@ -452,10 +453,15 @@ class _Core:
             if parent and parent not in self.children:
                 self._child(parent)
         self.seq = seq
+        # From here on the deltas travel as their field dicts, which the garbage collector
+        # does not track: the store's queue and the stream's hand-off hold a batch for up to
+        # tens of ms, long enough for its objects to reach the oldest generation and set off
+        # walks of the whole heap (see `agentkernel._event_log`).
+        log = EventLog(events)
         store = self.store
         if store is not None:
             try:
-                store.extend(events)
+                store.extend(log)
             except Exception as exc:
                 self._store_failed(store, exc)
             else:
@@ -463,13 +469,13 @@ class _Core:
                     self._store_state(store)
         if current is not None:
             record = current.record
-            record.events += events
+            record.events += log
             if isinstance(events[-1], TurnEnded):
                 current.ended = True
                 if record.status == "running":  # (a refused turn is already settled)
                     self._finish_record(record)  # final before anyone sees the TurnEnded
             if current.sink is not None:
-                current.sink(events)
+                current.sink(log)
         if self.subscriptions:
             for event in events:
                 for sub in list(self.subscriptions):
@@ -1340,10 +1346,10 @@ class Session:
         permission mode then decides (and defaults to deny). Leaving the loop early (break,
         cancellation, a kernel interrupt) interrupts the turn.
         """
-        handoff: _runtime.Handoff[Event] = _runtime.Handoff(asyncio.get_running_loop())
+        handoff: _runtime.Handoff[EventLog] = _runtime.Handoff(asyncio.get_running_loop())
 
-        def sink(events: list[Event]) -> None:
-            handoff.put_many(events, urgent=isinstance(events[-1], _URGENT))
+        def sink(events: EventLog) -> None:
+            handoff.put_many((events,), urgent=isinstance(events[-1], _URGENT))
 
         turn = self._new_turn(
             prompt,
@@ -1365,7 +1371,7 @@ class Session:
                         running.result()  # raises what the turn raised (e.g. a refusal)
                         return
                     continue
-                for event in batch:
+                for event in itertools.chain.from_iterable(batch):
                     yield event
                     if isinstance(event, TurnEnded):
                         finished = True
@@ -1461,7 +1467,7 @@ class Session:
         self,
         prompt: str,
         images: Sequence[str | Path | bytes | Image],
-        sink: Callable[[list[Event]], None] | None,
+        sink: Callable[[EventLog], None] | None,
         can_ask: bool,
         mode: PermissionMode | None,
         handler: PermissionHandler | None,

@@ -78,6 +78,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ._event_log import EventLog
 from ._redact import Redactor, redactor
 from .errors import AgentKernelError
 from .events import Event, Other, TextDelta, ThinkingDelta, Usage, event_from_dict
@@ -331,7 +332,7 @@ class Store:
         self.problem: str | None = None
         """Why writes fail and what is not stored yet; None while the store works."""
         self._db = threading.RLock()  # the connection, `problem` and the retry schedule
-        self._queue: collections.deque[tuple[Event, ...] | _Write] = collections.deque()
+        self._queue: collections.deque[EventLog | _Write] = collections.deque()
         """Writes in the order they were made, events a batch (one `extend`) an item. Appended at
         the right, taken from the left: both atomic, so `append` takes no lock in the common
         case (a lock there starves the flusher thread of a busy appender)."""
@@ -552,11 +553,13 @@ class Store:
         self.extend((event,))
 
     def extend(self, events: Sequence[Event]) -> None:
-        """`append` each of `events`, in order, at the cost of one."""
-        batch = tuple(events)
-        for event in batch:
-            if not event.session_id:
-                raise ValueError(f"cannot store an event without a session id: {event!r}")
+        """`append` each of `events`, in order, at the cost of one. They wait in an
+        `EventLog`: the garbage collector would otherwise walk the whole heap for the
+        thousands of deltas a second a streamed reply queues (see `agentkernel._event_log`)."""
+        batch = events if type(events) is EventLog else EventLog(events)
+        for index, (cls, item) in enumerate(batch.entries()):
+            if not (item["session_id"] if cls else item.session_id):
+                raise ValueError(f"cannot store an event without a session id: {batch[index]!r}")
         if self._closed:
             raise ValueError(f"{self!r} is closed")
         if not batch:
@@ -766,7 +769,7 @@ class Store:
                 wrong = self._commit(items, write)
             except BaseException as exc:
                 queue.extendleft(reversed(items))
-                self._queued += sum(len(item) for item in items if type(item) is tuple)
+                self._queued += sum(len(item) for item in items if type(item) is EventLog)
                 with self._wake:
                     self._oldest = time.monotonic()
                     self._wake.notify()  # the flusher thread retries them
@@ -780,9 +783,7 @@ class Store:
         if wrong is not None:
             raise wrong
 
-    def _commit(
-        self, items: list[tuple[Event, ...] | _Write], write: _Write | None
-    ) -> Exception | None:
+    def _commit(self, items: list[EventLog | _Write], write: _Write | None) -> Exception | None:
         """One transaction of `items`; returns the error of `write` if it was wrong. A queued
         write found wrong on a retry is dropped with a log message: its caller is long gone."""
         if self._reconnect:  # a fresh connection first: the old one may be broken
@@ -962,18 +963,18 @@ class _Write:
     run: Callable[[sqlite3.Connection], None]
 
 
-def _runs(items: list[tuple[Event, ...] | _Write]) -> Iterator[list[Event] | _Write]:
-    """The queue in order: the events between two other writes as one list (one statement),
+def _runs(items: list[EventLog | _Write]) -> Iterator[EventLog | _Write]:
+    """The queue in order: the events between two other writes as one log (one statement),
     and each other write alone."""
-    events: list[Event] = []
+    events = EventLog()
     for item in items:
-        if type(item) is tuple:
+        if type(item) is EventLog:
             events += item
         else:
             if events:
                 yield events
-                events = []
-            yield item  # type: ignore[misc]
+                events = EventLog()
+            yield item
     if events:
         yield events
 
@@ -992,7 +993,7 @@ def _apply(conn: sqlite3.Connection, write: _Write) -> Exception | None:
     return None
 
 
-def _describe(queue: collections.deque[tuple[Event, ...] | _Write]) -> str:
+def _describe(queue: collections.deque[EventLog | _Write]) -> str:
     """What the queue holds, in a phrase: "40 events of session 1a2b3c4d and the end of
     turn 3 of session 1a2b3c4d"."""
     events: collections.Counter[str] = collections.Counter()
@@ -1130,33 +1131,32 @@ def _insert_events(rows: int) -> str:
     return f"INSERT INTO events (session_id, turn, seq, type, timestamp, data) VALUES {values}"
 
 
-def _encode(events: list[Event]) -> list[list[Any]]:
+def _encode(events: EventLog) -> list[list[Any]]:
     """The events as rows for `_insert_events`, payloads as JSON text: one row per event, but
     one per *run* of deltas (consecutive `TextDelta` or `ThinkingDelta` of one stream: session,
     turn and scope), which `_rows_to_events` expands again. A 200 KB reply streams 12,500
     deltas; a row each cost more than the rest of the session's work per delta, a row per run
-    costs next to nothing, and every delta keeps its own seq, timestamp and text."""
+    costs next to nothing, and every delta keeps its own seq, timestamp and text. The deltas
+    are read as the log keeps them, field dicts (`EventLog.entries`)."""
     rows: list[list[Any]] = []
-    count = len(events)
-    start = 0
-    while start < count:
-        first = events[start]
-        cls = type(first)
-        end = start + 1
-        if cls in _RUN_TYPES:
-            session_id, turn, scope = first.session_id, first.turn, first.parent_tool_use_id
-            while end < count:
-                event = events[end]
-                if (
-                    type(event) is not cls
-                    or event.parent_tool_use_id != scope
-                    or event.turn != turn
-                    or event.session_id != session_id
-                ):
-                    break
-                end += 1
-        rows.append(_run_row(events[start:end]) if end - start > 1 else _row(first))  # type: ignore[arg-type]
-        start = end
+    run: list[dict[str, Any]] = []
+    run_cls: type[Event] | None = None
+    for cls, item in events.entries():
+        if run and (
+            cls is not run_cls
+            or item["parent_tool_use_id"] != run[0]["parent_tool_use_id"]
+            or item["turn"] != run[0]["turn"]
+            or item["session_id"] != run[0]["session_id"]
+        ):
+            rows.append(_delta_row(run_cls, run))  # type: ignore[arg-type]
+            run = []
+        if cls is None:
+            rows.append(_row(item))
+        else:
+            run.append(item)
+            run_cls = cls
+    if run:
+        rows.append(_delta_row(run_cls, run))  # type: ignore[arg-type]
     for row in rows:
         try:
             row[5] = _ENCODER.encode(row[5])
@@ -1176,21 +1176,32 @@ def _row(event: Event) -> list[Any]:
     ]
 
 
-def _run_row(run: list[TextDelta | ThinkingDelta]) -> list[Any]:
-    """One row for a run of two or more deltas. Its seq column is the first delta's, its
-    timestamp the last's (crash recovery dates a turn's end by it)."""
+def _delta_row(cls: type[TextDelta | ThinkingDelta], run: list[dict[str, Any]]) -> list[Any]:
+    """The row of a run of deltas of class `cls`, given as their field dicts: a delta's own row
+    for one, else one packed row. Its seq column is the first delta's, its timestamp the
+    last's (crash recovery dates a turn's end by it)."""
     first = run[0]
+    if len(run) == 1:
+        payload = {name: first[name] for name in _payload_fields(cls)}
+        return [
+            first["session_id"],
+            first["turn"],
+            first["seq"],
+            cls.type,
+            first["timestamp"],
+            payload,
+        ]
     return [
-        first.session_id,
-        first.turn,
-        first.seq,
-        _RUN_TYPES[type(first)],
-        run[-1].timestamp,
+        first["session_id"],
+        first["turn"],
+        first["seq"],
+        _RUN_TYPES[cls],
+        run[-1]["timestamp"],
         {
-            "parent_tool_use_id": first.parent_tool_use_id,
-            "text": [delta.text for delta in run],
-            "seq": [delta.seq for delta in run],
-            "timestamp": _pack_floats([delta.timestamp for delta in run]),
+            "parent_tool_use_id": first["parent_tool_use_id"],
+            "text": [delta["text"] for delta in run],
+            "seq": [delta["seq"] for delta in run],
+            "timestamp": _pack_floats([delta["timestamp"] for delta in run]),
         },
     ]
 
