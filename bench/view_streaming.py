@@ -51,6 +51,8 @@ How to read it:
   of text. The CLI is a separate process and is not in it (shown apart as ``CLI CPU``), nor is
   the model server. Targets: A <= 2 s per MiB, and A below B (print+flush); A - raw, per MiB
   and per delta, is what is ours of A.
+- full GCs: collections of the kernel's oldest generation during the turn, and their time
+  (each walks the whole heap): deltas kept alive as objects while they wait set them off.
 - lag: A, from the moment the server wrote its last text delta (its own clock, in the server
   process) to the arrival here of the cell's final output (the static text); the last live
   append is shown too. B, C: from just before the last ``print`` (kernel clock) to the arrival
@@ -65,6 +67,7 @@ machine the CLI, the server, this client and the kernel share the cores.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import functools
 import json
@@ -269,6 +272,33 @@ def run_cell(
 class Cpu:
     kernel: float
     cli: float
+    full_gcs: int = 0
+    """Full (oldest-generation) garbage collections in the kernel over the cell."""
+    gc_seconds: float = 0.0
+
+
+GC_SETUP = """\
+import gc as _bench_gc, time as _bench_time
+_bench_gc_stats = [0, 0.0]
+def _bench_gc_count(phase, info, _started=[0.0]):
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _started[0] = _bench_time.perf_counter()
+    else:
+        _bench_gc_stats[0] += 1
+        _bench_gc_stats[1] += _bench_time.perf_counter() - _started[0]
+_bench_gc.callbacks.append(_bench_gc_count)
+"""
+"""Counts the kernel's full garbage collections and their time: each walks the whole heap,
+which a stream of deltas kept alive as objects sets off (see `agentkernel._event_log`)."""
+
+
+def full_gcs(client: BlockingKernelClient) -> tuple[int, float]:
+    """The kernel's full collections so far and their seconds (`GC_SETUP`)."""
+    run = run_cell(client, "", user_expressions={"gc": "tuple(_bench_gc_stats)"})
+    count, seconds = ast.literal_eval(run.expression("gc"))
+    return int(count), float(seconds)
 
 
 def cpu_of(kernel: psutil.Process) -> Cpu:
@@ -325,6 +355,8 @@ class Result:
     status: str = "completed"
     """How the turn ended (A: the status its static output records)."""
     notes: list[str] = field(default_factory=list)
+    full_gcs: tuple[int, float] = (0, 0.0)
+    """Full garbage collections in the kernel during the turn, and their seconds (A, raw)."""
 
     @property
     def cpu_per_mib(self) -> float:
@@ -392,11 +424,18 @@ def measured(
 ) -> tuple[CellRun, Cpu]:
     """Run a cell (`run_cell` `options`); its run and the CPU seconds the kernel and the CLI
     spent over it, profiled into `profile` if given."""
+    gcs_before, gc_before = full_gcs(client)
     with profiled(kernel.pid, profile):
         before = cpu_of(kernel)
         run = run_cell(client, code, **options)
         after = cpu_of(kernel)
-    return run, Cpu(after.kernel - before.kernel, after.cli - before.cli)
+    gcs_after, gc_after = full_gcs(client)
+    return run, Cpu(
+        after.kernel - before.kernel,
+        after.cli - before.cli,
+        gcs_after - gcs_before,
+        gc_after - gc_before,
+    )
 
 
 def measure_widget(case: Case, profile: str | None = None) -> Result:
@@ -457,6 +496,7 @@ def measure_widget(case: Case, profile: str | None = None) -> Result:
         lag=final_arrived - stream["last_delta"],
         wall=run.idle - run.sent,
         status=status,
+        full_gcs=(cpu.full_gcs, cpu.gc_seconds),
     )
     if status != "completed":
         tail = " ".join(final_text[start + kept :].split())[:300]
@@ -550,6 +590,7 @@ def measure_raw(case: Case, profile: str | None = None, *, bursts: bool = False)
         cli_cpu=cpu.cli,
         lag=run.idle - stream["last_delta"],  # to the cell's idle: it shows nothing
         wall=run.idle - run.sent,
+        full_gcs=(cpu.full_gcs, cpu.gc_seconds),
     )
 
 
@@ -645,6 +686,13 @@ def report(rounds: list[dict[str, Result]]) -> None:
             f"{spread(per_delta, scale=1e6, digits=1)} us per delta ({meaning})"
         )
 
+    print("full garbage collections of the kernel during the turn, per run (their ms):")
+    for name in ("A widget", "raw SDK", "raw+bursts"):
+        counts = ", ".join(
+            f"{r[name].full_gcs[0]} ({r[name].full_gcs[1] * 1e3:.0f})" for r in rounds
+        )
+        print(f"  {name:16}{counts}")
+
     def median(name: str, figure: Callable[[Result], float]) -> float:
         return statistics.median(figure(r[name]) for r in rounds)
 
@@ -730,6 +778,7 @@ def bench(args: argparse.Namespace, server: ModelServer, scratch: str) -> None:
             on_message=_frontend.announcer(client),
         )
         run_cell(client, RAW_SETUP)
+        run_cell(client, GC_SETUP)
         run_cell(client, PRINT_SETUP.format(kib=args.kib, chunk=args.chunk))
         rounds: list[dict[str, Result]] = []
         for number in range(args.runs):
