@@ -99,6 +99,9 @@ __all__ = [
     "utf8_text",
 ]
 
+_Events = EventLog | tuple[Event, ...]
+"""Events queued together: a session's batch as it hands it over, or what `Store.extend` got."""
+
 log = logging.getLogger("agentkernel.store")
 
 STORE_ENV = "AGENTKERNEL_STORE"
@@ -332,7 +335,7 @@ class Store:
         self.problem: str | None = None
         """Why writes fail and what is not stored yet; None while the store works."""
         self._db = threading.RLock()  # the connection, `problem` and the retry schedule
-        self._queue: collections.deque[EventLog | _Write] = collections.deque()
+        self._queue: collections.deque[_Events | _Write] = collections.deque()
         """Writes in the order they were made, events a batch (one `extend`) an item. Appended at
         the right, taken from the left: both atomic, so `append` takes no lock in the common
         case (a lock there starves the flusher thread of a busy appender)."""
@@ -553,13 +556,23 @@ class Store:
         self.extend((event,))
 
     def extend(self, events: Sequence[Event]) -> None:
-        """`append` each of `events`, in order, at the cost of one. They wait in an
-        `EventLog`: the garbage collector would otherwise walk the whole heap for the
-        thousands of deltas a second a streamed reply queues (see `agentkernel._event_log`)."""
-        batch = events if type(events) is EventLog else EventLog(events)
-        for index, (cls, item) in enumerate(batch.entries()):
-            if not (item["session_id"] if cls else item.session_id):
-                raise ValueError(f"cannot store an event without a session id: {batch[index]!r}")
+        """`append` each of `events`, in order, at the cost of one. An `EventLog` (how the
+        session hands over a batch) waits as it is: its deltas as field dicts, which the
+        garbage collector does not track, so the thousands a second of a streamed reply do
+        not set off walks of the whole heap while they wait (see `agentkernel._event_log`)."""
+        batch: _Events
+        if type(events) is EventLog:
+            batch = events
+            for index, (cls, item) in enumerate(batch.entries()):
+                if not (item["session_id"] if cls else item.session_id):
+                    raise ValueError(
+                        f"cannot store an event without a session id: {batch[index]!r}"
+                    )
+        else:
+            batch = tuple(events)
+            for event in batch:
+                if not event.session_id:
+                    raise ValueError(f"cannot store an event without a session id: {event!r}")
         if self._closed:
             raise ValueError(f"{self!r} is closed")
         if not batch:
@@ -769,7 +782,7 @@ class Store:
                 wrong = self._commit(items, write)
             except BaseException as exc:
                 queue.extendleft(reversed(items))
-                self._queued += sum(len(item) for item in items if type(item) is EventLog)
+                self._queued += sum(len(item) for item in items if not isinstance(item, _Write))
                 with self._wake:
                     self._oldest = time.monotonic()
                     self._wake.notify()  # the flusher thread retries them
@@ -783,7 +796,7 @@ class Store:
         if wrong is not None:
             raise wrong
 
-    def _commit(self, items: list[EventLog | _Write], write: _Write | None) -> Exception | None:
+    def _commit(self, items: list[_Events | _Write], write: _Write | None) -> Exception | None:
         """One transaction of `items`; returns the error of `write` if it was wrong. A queued
         write found wrong on a retry is dropped with a log message: its caller is long gone."""
         if self._reconnect:  # a fresh connection first: the old one may be broken
@@ -963,12 +976,12 @@ class _Write:
     run: Callable[[sqlite3.Connection], None]
 
 
-def _runs(items: list[EventLog | _Write]) -> Iterator[EventLog | _Write]:
+def _runs(items: list[_Events | _Write]) -> Iterator[EventLog | _Write]:
     """The queue in order: the events between two other writes as one log (one statement),
     and each other write alone."""
     events = EventLog()
     for item in items:
-        if type(item) is EventLog:
+        if not isinstance(item, _Write):
             events += item
         else:
             if events:
@@ -993,7 +1006,7 @@ def _apply(conn: sqlite3.Connection, write: _Write) -> Exception | None:
     return None
 
 
-def _describe(queue: collections.deque[EventLog | _Write]) -> str:
+def _describe(queue: collections.deque[_Events | _Write]) -> str:
     """What the queue holds, in a phrase: "40 events of session 1a2b3c4d and the end of
     turn 3 of session 1a2b3c4d"."""
     events: collections.Counter[str] = collections.Counter()
